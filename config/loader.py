@@ -1,0 +1,111 @@
+"""Read the YAML files of a config directory into a validated AppConfig."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Type
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from config.errors import ConfigError
+from config.schema import AppConfig, EnvironmentConfig, EnvironmentSpec, ModelDeployment, ModelSpec, ScalingSpec
+from config.serving_targets import resolve_target
+
+# Promotion order; environments not named here follow, alphabetically.
+PROMOTION_ORDER = ("dev", "staging", "prod")
+
+
+def load_config(directory: str | Path = "config") -> AppConfig:
+    directory = Path(directory)
+    env_files = sorted((directory / "environments").glob("*.yaml"), key=_promotion_key)
+    model_files = sorted((directory / "models").glob("*.yaml"))
+    if not env_files:
+        raise ConfigError(f"{directory}/environments/: no <name>.yaml found; add one file per environment (dev.yaml, ...)")
+    if not model_files:
+        raise ConfigError(f"{directory}/models/: no <name>.yaml found; add one file per model deployment")
+
+    models = {path.stem: (_parse(path, ModelSpec), _display(path)) for path in model_files}
+    environments = []
+    for env_path in env_files:
+        env_spec: EnvironmentSpec = _parse(env_path, EnvironmentSpec)
+        deployments = []
+        for name, (model_spec, model_where) in models.items():
+            target = resolve_target(model_spec, env_spec.region, model_where, _display(env_path))
+            scaling = _merged_scaling(model_spec.scaling, env_spec, model_where, _display(env_path))
+            deployments.append(ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling))
+        environments.append(
+            EnvironmentConfig(
+                name=env_path.stem,
+                account=env_spec.account,
+                region=env_spec.region,
+                retain_data=env_spec.retain_data,
+                termination_protection=env_spec.termination_protection,
+                models=tuple(deployments),
+            )
+        )
+    return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()})
+
+
+def _promotion_key(path: Path) -> Tuple[int, str]:
+    stem = path.stem
+    return (PROMOTION_ORDER.index(stem) if stem in PROMOTION_ORDER else len(PROMOTION_ORDER), stem)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _merged_scaling(base: ScalingSpec, env: EnvironmentSpec, model_where: str, env_where: str) -> ScalingSpec:
+    values = base.model_dump()
+    values.update(env.scaling.model_dump(exclude_none=True))
+    try:
+        return ScalingSpec(**values)
+    except ValidationError as error:
+        problems = "; ".join(_clean_message(e["msg"]) for e in error.errors())
+        raise ConfigError(f"{env_where}: scaling (merged over {model_where} scaling): {problems}") from None
+
+
+def _parse(path: Path, schema: Type[BaseModel]) -> Any:
+    where = _display(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError("\n".join(_describe(where, schema, e) for e in error.errors())) from None
+
+
+def _describe(where: str, schema: Type[BaseModel], error: Dict[str, Any]) -> str:
+    location: List[Any] = list(error["loc"])
+    key = ".".join(str(part) for part in location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        accepted = _accepted_keys(schema, location[:-1])
+        return f"{where}: unknown key {key!r}; accepted keys here: {', '.join(accepted)}"
+    if error["type"] == "missing":
+        return f"{where}: {key} is required"
+    return f"{where}: {key} = {error.get('input')!r}: {_clean_message(error['msg'])}"
+
+
+def _clean_message(message: str) -> str:
+    return message.removeprefix("Value error, ")
+
+
+def _accepted_keys(schema: Type[BaseModel], parent: List[Any]) -> List[str]:
+    """Walk the schema along `parent` to list the keys that are allowed where an unknown key stood."""
+    model: Any = schema
+    for part in parent:
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            model = model.model_fields[part].annotation
+            for arg in getattr(model, "__args__", ()):  # Optional[...] / Dict[..., X]
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    model = arg
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []

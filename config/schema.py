@@ -1,0 +1,135 @@
+"""The shape of the YAML files (pydantic, unknown keys refused) and the resolved objects the stacks use."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Literal, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Profile = Literal["eia", "gpu", "cpu"]
+Recipe = Literal["trace", "script"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- files as written
+
+
+class ScalingSpec(_Strict):
+    initial_instance_count: int = Field(1, ge=1)
+    min_instances: int = Field(1, ge=1)
+    max_instances: int = Field(2, ge=1)
+    target_invocations_per_instance: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> "ScalingSpec":
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({self.min_instances}) is greater than max_instances ({self.max_instances}); "
+                "set min_instances <= max_instances"
+            )
+        if not self.min_instances <= self.initial_instance_count <= self.max_instances:
+            raise ValueError(
+                f"initial_instance_count ({self.initial_instance_count}) must lie between min_instances "
+                f"({self.min_instances}) and max_instances ({self.max_instances})"
+            )
+        return self
+
+
+class ScalingOverride(_Strict):
+    """Per-environment sizing; each key, when present, replaces the model's value."""
+
+    initial_instance_count: Optional[int] = Field(None, ge=1)
+    min_instances: Optional[int] = Field(None, ge=1)
+    max_instances: Optional[int] = Field(None, ge=1)
+    target_invocations_per_instance: Optional[int] = Field(None, ge=1)
+
+
+class BuildSpec(_Strict):
+    model: Literal["example-resnet", "example-resnet-tiny"] = "example-resnet"
+    input_shape: Tuple[int, int, int, int] = (1, 3, 224, 224)
+    recipe: Literal["auto", "trace", "script"] = "auto"
+
+
+class ProfileSettings(_Strict):
+    instance_type: Optional[str] = None
+    accelerator_type: Optional[str] = None
+    framework_version: Optional[str] = None
+
+
+class ServingSpec(_Strict):
+    profile: Profile = "eia"
+    profiles: Dict[Profile, ProfileSettings] = Field(default_factory=dict)
+    # The spec asks for AmazonSageMakerFullAccess; false leaves only the scoped grants.
+    attach_sagemaker_full_access: bool = True
+    # The handler needs no network; isolation also stops the container pip-installing at start.
+    network_isolation: bool = True
+
+
+class ModelSpec(_Strict):
+    framework: Literal["pytorch"] = "pytorch"
+    build: BuildSpec = Field(default_factory=BuildSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+
+
+class EnvironmentSpec(_Strict):
+    account: str = Field(pattern=r"^\d{12}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+    retain_data: bool = False
+    termination_protection: bool = False
+    scaling: ScalingOverride = Field(default_factory=ScalingOverride)
+
+
+# ---------------------------------------------------------------- resolved, per environment
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """The active serving profile of one model in one region, checked against the SDK's image tables."""
+
+    profile: str
+    framework: str
+    framework_version: str
+    py_version: str
+    instance_type: str
+    accelerator_type: Optional[str]
+    image_uri: str
+    recipe: str
+
+    @property
+    def runtime_torch_version(self) -> str:
+        # The PyTorch serving images ship the torch their framework version names.
+        return self.framework_version
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    name: str
+    spec: ModelSpec
+    target: ServingTarget
+    scaling: ScalingSpec
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    account: str
+    region: str
+    retain_data: bool
+    termination_protection: bool
+    models: Tuple[ModelDeployment, ...]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    environments: Tuple[EnvironmentConfig, ...]
+    models: Dict[str, ModelSpec]
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)

@@ -1,0 +1,186 @@
+"""Resolve a model's active serving profile into an image URI, checking the combination first.
+
+Image URIs come from the SageMaker SDK's own tables (sagemaker-core `image_uris`), which work
+offline. Every refusal is a ConfigError naming the key, the bad value and what is accepted.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from config.errors import ConfigError
+from config.schema import ModelSpec, ProfileSettings, ServingTarget
+
+EIA_ACCELERATOR_TYPES = (
+    "ml.eia1.medium",
+    "ml.eia1.large",
+    "ml.eia1.xlarge",
+    "ml.eia2.medium",
+    "ml.eia2.large",
+    "ml.eia2.xlarge",
+)
+
+# Built-in settings per profile; a model file overrides any of them under serving.profiles.<profile>.
+PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
+    "eia": ProfileSettings(instance_type="ml.m5.large", accelerator_type="ml.eia2.medium", framework_version="1.5.1"),
+    "gpu": ProfileSettings(instance_type="ml.g4dn.xlarge", framework_version="2.6.0"),
+    "cpu": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="2.6.0"),
+}
+
+# The recommended replacement for each EIA host when EI cannot be launched.
+EIA_SUCCESSOR_PROFILE = "gpu"
+
+_INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)$")
+_LOCAL_STORAGE_FILE = Path(__file__).parent / "data" / "local_storage_instance_families.json"
+
+
+def instance_family(instance_type: str) -> str:
+    match = _INSTANCE_TYPE.match(instance_type)
+    return match.group("family") if match else ""
+
+
+def is_gpu_family(family: str) -> bool:
+    # The SDK's own rule (image_uris._processor): g* and p* families get the GPU image.
+    return family[:1] in ("g", "p")
+
+
+def is_neuron_family(family: str) -> bool:
+    return family.startswith(("inf", "trn"))
+
+
+@lru_cache(maxsize=None)
+def _local_storage_families() -> frozenset:
+    return frozenset(json.loads(_LOCAL_STORAGE_FILE.read_text())["families"])
+
+
+def has_local_instance_storage(instance_type: str) -> bool:
+    """True for NVMe instance-store families, on which SageMaker refuses a KmsKeyId."""
+    return instance_family(instance_type) in _local_storage_families()
+
+
+@lru_cache(maxsize=None)
+def _framework_table(framework: str) -> dict:
+    from sagemaker.core import image_uris  # imported lazily: it takes ~2 s
+
+    return image_uris.config_for_framework(framework)
+
+
+def _scope_table(framework: str, profile: str) -> dict:
+    table = _framework_table(framework)
+    return table["eia"] if profile == "eia" else table["inference"]
+
+
+def _versions(scope_table: dict) -> List[str]:
+    return list(scope_table["versions"]) + list(scope_table.get("version_aliases", {}))
+
+
+def _recipe_for(spec: ModelSpec, profile: str, framework_version: str) -> str:
+    if spec.build.recipe != "auto":
+        return spec.build.recipe
+    # The seed: trace for the 1.3.1 EIA runtime, script for 1.5.1; tracing elsewhere.
+    if profile == "eia" and framework_version.startswith("1.5"):
+        return "script"
+    return "trace"
+
+
+def active_profile_settings(spec: ModelSpec) -> ProfileSettings:
+    profile = spec.serving.profile
+    merged = PROFILE_DEFAULTS[profile].model_dump()
+    override = spec.serving.profiles.get(profile)
+    if override is not None:
+        merged.update({k: v for k, v in override.model_dump().items() if v is not None})
+    return ProfileSettings(**merged)
+
+
+def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> ServingTarget:
+    """Check the active profile of `spec` for `region` and return the resolved target.
+
+    `where` names the model file, `env_where` the environment file, for error messages.
+    """
+    profile = spec.serving.profile
+    settings = active_profile_settings(spec)
+    key = f"serving.profiles.{profile}"
+    instance_type = settings.instance_type or ""
+    family = instance_family(instance_type)
+
+    if not family:
+        raise ConfigError(
+            f"{where}: {key}.instance_type = {instance_type!r} is not a SageMaker instance type; "
+            "use the form ml.<family>.<size>, e.g. ml.m5.large"
+        )
+    if profile == "gpu" and not is_gpu_family(family):
+        raise ConfigError(
+            f"{where}: {key}.instance_type = {instance_type!r} has no GPU but serving.profile is 'gpu'; "
+            "use a GPU family (ml.g4dn.*, ml.g5.*, ml.g6.*, ml.p3.*) or change serving.profile to 'cpu'"
+        )
+    if profile in ("eia", "cpu") and (is_gpu_family(family) or is_neuron_family(family)):
+        raise ConfigError(
+            f"{where}: {key}.instance_type = {instance_type!r} is an accelerated instance but serving.profile "
+            f"is {profile!r}; the {profile} profile runs on a CPU host (e.g. ml.m5.large, ml.c5.xlarge). "
+            "For a GPU instance set serving.profile: gpu"
+        )
+
+    accelerator = settings.accelerator_type
+    if profile == "eia":
+        if accelerator not in EIA_ACCELERATOR_TYPES:
+            raise ConfigError(
+                f"{where}: {key}.accelerator_type = {accelerator!r} is not an Elastic Inference accelerator; "
+                f"accepted: {', '.join(EIA_ACCELERATOR_TYPES)}"
+            )
+    elif accelerator:
+        raise ConfigError(
+            f"{where}: {key}.accelerator_type = {accelerator!r} is set but accelerators attach only to the "
+            "eia profile; remove accelerator_type or set serving.profile: eia"
+        )
+
+    table = _scope_table(spec.framework, profile)
+    version = settings.framework_version or ""
+    if version not in _versions(table):
+        kind = "an Elastic Inference image" if profile == "eia" else "a SageMaker inference image"
+        raise ConfigError(
+            f"{where}: {key}.framework_version = {version!r} has no {spec.framework} {kind}; "
+            f"accepted: {', '.join(_versions(table))}"
+        )
+    version = table.get("version_aliases", {}).get(version, version)
+    version_table = table["versions"][version]
+    registries = version_table.get("registries", {})
+    if region not in registries:
+        raise ConfigError(
+            f"{env_where}: region = {region!r} has no {version_table['repository']}:{version} image "
+            f"(needed by {where}, profile {profile!r}); regions with it: {', '.join(sorted(registries))}. "
+            "Deploy to one of them or choose another serving.profile"
+        )
+    py_version = version_table["py_versions"][-1]
+    image_uri = _retrieve_image_uri(spec.framework, region, version, py_version, instance_type, accelerator, where)
+    return ServingTarget(
+        profile=profile,
+        framework=spec.framework,
+        framework_version=version,
+        py_version=py_version,
+        instance_type=instance_type,
+        accelerator_type=accelerator,
+        image_uri=image_uri,
+        recipe=_recipe_for(spec, profile, version),
+    )
+
+
+def _retrieve_image_uri(
+    framework: str, region: str, version: str, py_version: str, instance_type: str, accelerator: Optional[str], where: str
+) -> str:
+    from sagemaker.core import image_uris
+
+    try:
+        return image_uris.retrieve(
+            framework,
+            region,
+            version=version,
+            py_version=py_version,
+            instance_type=instance_type,
+            accelerator_type=accelerator,
+            image_scope="inference",
+        )
+    except ValueError as error:  # the SDK's own refusal, e.g. an unsupported processor
+        raise ConfigError(f"{where}: the SageMaker SDK has no image for this serving profile: {error}") from None

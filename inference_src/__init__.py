@@ -1,0 +1,1 @@
+"""Runtime code that ships inside model.tar.gz (code/). No CDK imports here."""

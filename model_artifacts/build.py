@@ -1,0 +1,104 @@
+"""The build step: eager model -> TorchScript -> parity check -> model.tar.gz + manifest.json."""
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from model_artifacts import torchscript
+from model_artifacts.example_models import build_example_model
+from model_artifacts.packaging import sha256_of, write_reproducible_tarball
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HANDLER_DIR = REPO_ROOT / "inference_src"
+MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
+ARTIFACT_FILE = "model.tar.gz"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build and for which serving runtime."""
+
+    name: str
+    model: str
+    input_shape: Sequence[int]
+    recipe: str
+    target_framework: str
+    target_framework_version: str
+    target_profile: str
+
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Progress] = None) -> dict:
+    """Build `request` into out_dir/model.tar.gz and out_dir/manifest.json; return the manifest."""
+    step = _Steps(request.name, progress or (lambda _: None), total=5)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    with step("load model"):
+        eager = build_example_model(request.model)
+        example = torch.zeros(tuple(request.input_shape))
+    with step(f"convert to TorchScript ({request.recipe})"):
+        module = torchscript.convert(eager, request.recipe, example)
+        model_info = {"input_shape": list(request.input_shape), "dtype": "float32", "model": request.model}
+        archive = torchscript.save_reproducibly(module, {MODEL_INFO_FILE: json.dumps(model_info, sort_keys=True)})
+    with step("parity check against eager outputs"):
+        parity = torchscript.check_parity(eager, archive, request.input_shape)
+    with step("package model.tar.gz"):
+        handler = (HANDLER_DIR / "inference.py").read_bytes()
+        requirements = (HANDLER_DIR / "requirements.txt").read_bytes()
+        artifact = out_dir / ARTIFACT_FILE
+        files = {"model.pt": archive, "code/inference.py": handler, "code/requirements.txt": requirements}
+        write_reproducible_tarball(artifact, files)
+    with step("write manifest"):
+        manifest = {
+            "name": request.name,
+            "artifact": ARTIFACT_FILE,
+            "sha256": sha256_of(artifact),
+            "size_bytes": artifact.stat().st_size,
+            "files": {name: hashlib.sha256(content).hexdigest() for name, content in sorted(files.items())},
+            "model": request.model,
+            "recipe": request.recipe,
+            "input_shape": list(request.input_shape),
+            "dtype": "float32",
+            "build_torch_version": torch.__version__.split("+")[0],
+            "torchscript_archive_format_version": torchscript.archive_format_version(archive),
+            "target_runtime": {
+                "framework": request.target_framework,
+                "framework_version": request.target_framework_version,
+                "profile": request.target_profile,
+            },
+            "parity": {"max_abs_error": parity.max_abs_error, "atol": parity.atol, "rtol": parity.rtol},
+        }
+        (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+class _Steps:
+    """Numbered progress lines with timings: `[image-classifier 2/5] convert ... done in 3.1s`."""
+
+    def __init__(self, name: str, progress: Progress, total: int):
+        self.name, self.progress, self.total, self.index = name, progress, total, 0
+
+    def __call__(self, label: str) -> "_Steps":
+        self.index += 1
+        self.label = label
+        return self
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+        self.progress(f"[{self.name} {self.index}/{self.total}] {self.label} ...")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.progress(f"[{self.name} {self.index}/{self.total}] {self.label}: done in {time.perf_counter() - self.started:.1f}s")
