@@ -1,10 +1,13 @@
 """The shape of the YAML files (pydantic, unknown keys refused) and the resolved objects the stacks use."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+import re
 from typing import Dict, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from config.errors import ConfigError
 
 Profile = Literal["eia", "gpu", "cpu"]
 Recipe = Literal["trace", "script"]
@@ -127,6 +130,16 @@ class EnvironmentConfig:
 class AppConfig:
     environments: Tuple[EnvironmentConfig, ...]
     models: Dict[str, ModelSpec]
+
+    def with_accounts(self, accounts: Dict[str, str]) -> "AppConfig":
+        """Replace placeholder account ids with real ones (validated like the YAML values)."""
+        for name, account in accounts.items():
+            if not re.fullmatch(r"\d{12}", account):
+                raise ConfigError(f"account for environment {name!r} (from -c {name}_account or {name.upper()}_ACCOUNT_ID) must be 12 digits, got {account!r}")
+        return replace(
+            self,
+            environments=tuple(replace(env, account=accounts.get(env.name, env.account)) for env in self.environments),
+        )
 
     def environment(self, name: str) -> EnvironmentConfig:
         for env in self.environments:

@@ -11,13 +11,12 @@ import torch
 
 from model_artifacts import torchscript
 from model_artifacts.example_models import build_example_model
+from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO_ROOT / "inference_src"
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
-ARTIFACT_FILE = "model.tar.gz"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""CDK app: reads config/, builds one Stage per environment. Run through `npx cdk` (see README)."""
+import os
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+
+from config import ConfigError, load_config
+from stacks.application import add_stages
+
+
+def main() -> int:
+    app = cdk.App()
+    config_dir = Path(app.node.try_get_context("config_dir") or "config")
+    artifacts_dir = Path(app.node.try_get_context("artifacts_dir") or "build/artifacts")
+    try:
+        config = load_config(config_dir)
+        config = config.with_accounts(_real_accounts(app, [env.name for env in config.environments]))
+        add_stages(app, config, artifacts_dir=artifacts_dir, config_dir=config_dir)
+    except ConfigError as error:
+        print(f"\nConfiguration error (nothing was synthesized):\n{error}\n", file=sys.stderr)
+        return 1
+    try:
+        app.synth()
+    except RuntimeError as error:
+        if "ValidationFailed" not in str(error):
+            raise
+        print("\nSynthesis refused: the policy validation report above lists each finding and how to fix "
+              "or acknowledge it.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _real_accounts(app: cdk.App, names):
+    """Real account ids, from `-c <env>_account=...` or <ENV>_ACCOUNT_ID; the YAML holds placeholders."""
+    accounts = {}
+    for name in names:
+        value = app.node.try_get_context(f"{name}_account") or os.environ.get(f"{name.upper()}_ACCOUNT_ID")
+        if value:
+            accounts[name] = str(value)
+    return accounts
+
+
+if __name__ == "__main__":
+    sys.exit(main())

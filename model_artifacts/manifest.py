@@ -1,0 +1,57 @@
+"""Read a built artifact's manifest and check that it still matches the configuration.
+
+Imported by the CDK app, so it must not import torch.
+"""
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import ConfigError, ModelDeployment
+
+ARTIFACT_FILE = "model.tar.gz"
+MANIFEST_FILE = "manifest.json"
+HANDLER_FILE = Path(__file__).resolve().parent.parent / "inference_src" / "inference.py"
+REBUILD_HINT = "run `make artifacts` (python -m model_artifacts build)"
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    directory: Path
+    manifest: dict
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["sha256"]
+
+    @property
+    def build_torch_version(self) -> str:
+        return self.manifest["build_torch_version"]
+
+
+def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> BuiltArtifact:
+    directory = Path(artifacts_dir) / deployment.name
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file() or not (directory / ARTIFACT_FILE).is_file():
+        raise ConfigError(f"model {deployment.name!r}: no built artifact in {directory}; {REBUILD_HINT}")
+    manifest = json.loads(manifest_path.read_text())
+    target = deployment.target
+    expected = {
+        "recipe": target.recipe,
+        "framework_version": target.framework_version,
+        "model": deployment.spec.build.model,
+        "input_shape": list(deployment.spec.build.input_shape),
+    }
+    actual = {
+        "recipe": manifest.get("recipe"),
+        "framework_version": manifest.get("target_runtime", {}).get("framework_version"),
+        "model": manifest.get("model"),
+        "input_shape": manifest.get("input_shape"),
+    }
+    stale = [f"{key}: built {actual[key]!r}, configured {expected[key]!r}" for key in expected if actual[key] != expected[key]]
+    handler_sha = hashlib.sha256(HANDLER_FILE.read_bytes()).hexdigest()
+    if manifest.get("files", {}).get("code/inference.py") != handler_sha:
+        stale.append("inference_src/inference.py changed since the build")
+    if stale:
+        raise ConfigError(f"model {deployment.name!r}: the built artifact is stale ({'; '.join(stale)}); {REBUILD_HINT}")
+    return BuiltArtifact(directory=directory, manifest=manifest)

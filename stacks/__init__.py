@@ -1,0 +1,1 @@
+"""Thin stacks that wire the constructs in stacks/constructs together."""

@@ -1,0 +1,65 @@
+"""The model artifact store: a KMS-encrypted, versioned, access-logged S3 bucket."""
+from aws_cdk import Duration, RemovalPolicy, Validations, Acknowledgment
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+# Pinned so that a refactor of construct paths can never replace the stateful resources.
+BUCKET_LOGICAL_ID = "ModelArtifactBucket"
+KEY_LOGICAL_ID = "ModelArtifactKey"
+ACCESS_LOG_BUCKET_LOGICAL_ID = "ModelArtifactAccessLogs"
+NONCURRENT_VERSION_DAYS = 90
+ACCESS_LOG_DAYS = 365
+
+
+class ArtifactBucket(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, retain: bool) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
+        # Disposable environments empty their buckets on delete so `cdk destroy` succeeds.
+        auto_delete = not retain
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Encrypts model artifacts and endpoint storage volumes",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            # S3 server access logging can only deliver to SSE-S3 buckets.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS), noncurrent_version_expiration=Duration.days(30))],
+            removal_policy=removal,
+            auto_delete_objects=auto_delete,
+        )
+        Validations.of(self.access_logs).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-S1",
+                reason="This is the access-log target bucket; logging it into itself would loop.",
+            )
+        )
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="model-artifacts/",
+            lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS))],
+            removal_policy=removal,
+            auto_delete_objects=auto_delete,
+        )
+        self.key.node.default_child.override_logical_id(KEY_LOGICAL_ID)
+        self.bucket.node.default_child.override_logical_id(BUCKET_LOGICAL_ID)
+        self.access_logs.node.default_child.override_logical_id(ACCESS_LOG_BUCKET_LOGICAL_ID)

@@ -1,0 +1,92 @@
+"""The IAM role SageMaker assumes to pull the image, read the artifact and write logs and metrics."""
+from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+SAGEMAKER_FULL_ACCESS = "AmazonSageMakerFullAccess"
+
+
+class ModelExecutionRole(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        bucket_arn_export: str,
+        artifact_prefix: str,
+        image_uri: str,
+        attach_sagemaker_full_access: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker execution role for one model endpoint",
+        )
+        acknowledgments = []
+        if attach_sagemaker_full_access:
+            # The specification asks for it; serving.attach_sagemaker_full_access: false removes it.
+            self.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(SAGEMAKER_FULL_ACCESS))
+            acknowledgments.append(
+                (
+                    f"AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{SAGEMAKER_FULL_ACCESS}]",
+                    "Required by the product specification; set serving.attach_sagemaker_full_access: false "
+                    "to keep only the scoped grants below.",
+                )
+            )
+
+        # Scoped grants: enough to serve without the managed policy.
+        bucket.grant_read(self.role, f"{artifact_prefix}*")
+        registry, repository = _registry_and_repository(image_uri)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=[stack.format_arn(service="ecr", account=registry, resource="repository", resource_name=repository)],
+            )
+        )
+        self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        log_groups = stack.format_arn(
+            service="logs", resource="log-group", resource_name="/aws/sagemaker/Endpoints/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[log_groups],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
+            )
+        )
+        acknowledgments += [
+            ("AwsSolutions::AwsSolutions-IAM5[Action::s3:GetObject*]", "grant_read on the model artifact prefix only."),
+            ("AwsSolutions::AwsSolutions-IAM5[Action::s3:GetBucket*]", "grant_read on the model artifact bucket only."),
+            ("AwsSolutions::AwsSolutions-IAM5[Action::s3:List*]", "grant_read on the model artifact bucket only."),
+            ("AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Decrypting the artifact key only (bucket key)."),
+            ("AwsSolutions::AwsSolutions-IAM5[Action::kms:ReEncrypt*]", "Granted by S3 grant_read on the artifact key only."),
+            (
+                f"AwsSolutions::AwsSolutions-IAM5[Resource::{bucket_arn_export}/{artifact_prefix}*]",
+                "Artifacts are content-addressed objects under this model's prefix.",
+            ),
+            ("AwsSolutions::AwsSolutions-IAM5[Resource::*]", "ecr:GetAuthorizationToken has no resource; PutMetricData is limited by namespace."),
+            (
+                f"AwsSolutions::AwsSolutions-IAM5[Resource::{log_groups}]",
+                "SageMaker names endpoint log groups after the endpoint, which CloudFormation generates.",
+            ),
+        ]
+        for rule_id, reason in acknowledgments:
+            Validations.of(self.role).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def _registry_and_repository(image_uri: str):
+    """`<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>` -> (account, repository)."""
+    host, _, path = image_uri.partition("/")
+    return host.split(".")[0], path.split(":")[0]
+

@@ -1,0 +1,20 @@
+"""Synth-time warning when the artifact was built with a newer torch than the serving runtime has."""
+from aws_cdk import Annotations
+from constructs import IConstruct
+from packaging.version import Version
+
+from config import ModelDeployment
+from model_artifacts.manifest import BuiltArtifact
+
+
+def warn_if_runtime_older(scope: IConstruct, deployment: ModelDeployment, artifact: BuiltArtifact) -> None:
+    runtime = deployment.target.runtime_torch_version
+    built = artifact.build_torch_version
+    if Version(built) > Version(runtime):
+        Annotations.of(scope).add_warning_v2(
+            "torch-newer-than-runtime",
+            f"Model {deployment.name!r}: model.tar.gz was built with torch {built} (TorchScript archive format "
+            f"{artifact.manifest.get('torchscript_archive_format_version')}) but the {deployment.target.image_uri} "
+            f"runtime has torch {runtime}, which may refuse to load it. Build the artifact inside the runtime's own "
+            f"image, or with torch=={runtime} pinned, before deploying.",
+        )

@@ -1,0 +1,73 @@
+"""Stateless: per model, the artifact upload, execution role, endpoint and autoscaling.
+
+It can be destroyed and recreated without touching the artifact store.
+"""
+from pathlib import Path
+from typing import Sequence
+
+from aws_cdk import Annotations, CfnOutput, Stack
+from constructs import Construct
+
+from config import ModelDeployment
+from model_artifacts.manifest import load_built_artifact
+from stacks.artifact_store_stack import ArtifactStoreStack
+from stacks.constructs.endpoint_autoscaling import EndpointAutoscaling
+from stacks.constructs.execution_role import ModelExecutionRole
+from stacks.constructs.model_artifact_upload import ModelArtifactUpload
+from stacks.constructs.model_endpoint import VARIANT_NAME, ModelEndpoint
+from stacks.runtime_compatibility import warn_if_runtime_older
+
+
+class ServingStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployments: Sequence[ModelDeployment],
+        artifact_store: ArtifactStoreStack,
+        artifacts_dir: Path,
+        config_dir: Path,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        store = artifact_store.import_into(self)
+        for deployment in deployments:
+            model_scope = Construct(self, _pascal(deployment.name))
+            artifact = load_built_artifact(artifacts_dir, deployment)
+            upload = ModelArtifactUpload(
+                model_scope,
+                "Artifact",
+                bucket=store.bucket,
+                bucket_arn_export=store.bucket_arn_export,
+                model_name=deployment.name,
+                artifact=artifact,
+            )
+            role = ModelExecutionRole(
+                model_scope,
+                "ExecutionRole",
+                bucket=store.bucket,
+                bucket_arn_export=store.bucket_arn_export,
+                artifact_prefix=upload.prefix,
+                image_uri=deployment.target.image_uri,
+                attach_sagemaker_full_access=deployment.spec.serving.attach_sagemaker_full_access,
+            )
+            endpoint = ModelEndpoint(
+                model_scope,
+                "Serving",
+                deployment=deployment,
+                model_data_url=upload.model_data_url,
+                role=role.role,
+                volume_key=store.key,
+                config_file=f"{config_dir}/models/{deployment.name}.yaml",
+            )
+            # SageMaker reads the artifact while creating the Model: the copy must be done first.
+            endpoint.model.node.add_dependency(upload.deployment)
+            EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
+            warn_if_runtime_older(endpoint.model, deployment, artifact)
+            CfnOutput(model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}")
+            Annotations.of(model_scope).add_info(f"{deployment.name}: image {deployment.target.image_uri}")
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
