@@ -1,0 +1,47 @@
+# Two entry points for a fresh machine (Linux, Python 3.11, Node 20): `make synth` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := npx --no-install cdk
+ARTIFACTS_DIR := build/artifacts
+
+# Offline and quiet: no version check, no notices, no Node 20 end-of-life banner from jsii.
+export CDK_DISABLE_VERSION_CHECK := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup artifacts synth lint test test-fast clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed  ## venv with pinned deps + the local CDK CLI
+
+artifacts: setup  ## build model.tar.gz + manifest.json for every configured model
+	$(PY) -m model_artifacts build --out $(ARTIFACTS_DIR)
+
+# '**' selects the stacks inside every Stage; without a selection the CLI skips policy validation.
+synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-nag and cfn-lint
+	$(CDK) synth '**' --quiet --no-notices
+	$(MAKE) --no-print-directory lint
+
+lint:  ## cfn-lint every synthesized template (E3002 is the acknowledged EIA AcceleratorType)
+	$(VENV)/bin/cfn-lint --ignore-checks E3002 -- cdk.out/assembly-*/*.template.json
+
+test: setup  ## the whole suite, end-to-end tests included
+	$(PY) -m pytest
+
+test-fast: setup  ## the suite without the slow end-to-end tests
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf cdk.out build .pytest_cache

@@ -1,0 +1,92 @@
+"""Shared fixtures: a small copy of the real config, tiny built artifacts, synthesized apps."""
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Dict
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("CDK_DISABLE_VERSION_CHECK", "1")
+
+TINY_BUILD = {"model": "example-resnet-tiny", "input_shape": [1, 3, 64, 64]}
+
+
+def make_config(directory: Path, model_changes: Callable[[dict], None] = lambda m: None,
+                env_changes: Dict[str, Callable[[dict], None]] = None) -> Path:
+    """Copy config/ into `directory` with the tiny example model, then apply edits to the YAML."""
+    shutil.copytree(REPO / "config", directory)
+    model_file = directory / "models" / "image-classifier.yaml"
+    model = yaml.safe_load(model_file.read_text())
+    model["build"].update(TINY_BUILD)
+    model_changes(model)
+    model_file.write_text(yaml.safe_dump(model))
+    for name, change in (env_changes or {}).items():
+        env_file = directory / "environments" / f"{name}.yaml"
+        env = yaml.safe_load(env_file.read_text())
+        change(env)
+        env_file.write_text(yaml.safe_dump(env))
+    return directory
+
+
+def build_for(config_dir: Path, out_dir: Path) -> Dict[str, dict]:
+    from config import load_config
+    from model_artifacts.build import build_artifact
+    from model_artifacts.requests import build_requests
+
+    return {r.name: build_artifact(r, out_dir / r.name) for r in build_requests(load_config(config_dir))}
+
+
+class SynthesizedApp:
+    """An in-process synthesis (same code path as app.py) with its templates by stage and stack."""
+
+    def __init__(self, config_dir: Path, artifacts_dir: Path, outdir: Path):
+        import aws_cdk as cdk
+
+        from config import load_config
+        from stacks.application import add_stages
+
+        self.config = load_config(config_dir)
+        self.app = cdk.App(outdir=str(outdir), context=json.loads((REPO / "cdk.json").read_text())["context"])
+        self.stages = add_stages(self.app, self.config, artifacts_dir=artifacts_dir, config_dir=config_dir)
+        self.assembly = self.app.synth()
+        self.outdir = outdir
+        self.artifacts_dir = artifacts_dir
+
+    def template(self, env: str, stack: str) -> dict:
+        from aws_cdk.assertions import Template
+
+        stage = self.stages[env]
+        return Template.from_stack(getattr(stage, "artifact_store" if stack == "ArtifactStore" else "serving"))
+
+    def template_files(self):
+        return sorted(self.outdir.glob("assembly-*/*.template.json"))
+
+
+@pytest.fixture(scope="session")
+def eia_config(tmp_path_factory) -> Path:
+    return make_config(tmp_path_factory.mktemp("eia") / "config")
+
+
+@pytest.fixture(scope="session")
+def eia_artifacts(eia_config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eia-artifacts")
+    build_for(eia_config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eia_app(eia_config, eia_artifacts, tmp_path_factory) -> SynthesizedApp:
+    return SynthesizedApp(eia_config, eia_artifacts, tmp_path_factory.mktemp("eia-out"))
+
+
+@pytest.fixture(scope="session")
+def gpu_app(tmp_path_factory) -> SynthesizedApp:
+    """The one-line switch: serving.profile: gpu, everything else as shipped."""
+    root = tmp_path_factory.mktemp("gpu")
+    config = make_config(root / "config", lambda m: m["serving"].update(profile="gpu"))
+    build_for(config, root / "artifacts")
+    return SynthesizedApp(config, root / "artifacts", root / "out")

@@ -1,0 +1,95 @@
+"""The build step: contents, parity, reproducibility, staleness."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import torch
+
+from config import ConfigError, load_config
+from model_artifacts import torchscript
+from model_artifacts.manifest import load_built_artifact
+from tests.conftest import REPO, make_config
+
+
+def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_artifacts):
+    with tarfile.open(eia_artifacts / "image-classifier" / "model.tar.gz") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == ["code/inference.py", "code/requirements.txt", "model.pt"]
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
+        assert tar.extractfile("code/inference.py").read() == (REPO / "inference_src" / "inference.py").read_bytes()
+        archive = tar.extractfile("model.pt").read()
+    names = torchscript.zipfile.ZipFile(torchscript.io.BytesIO(archive)).namelist()
+    assert not [n for n in names if n.endswith(".debug_pkl") or "traced_inputs" in n]
+    assert all(n.startswith("archive/") for n in names)
+    assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]
+
+
+def test_manifest_records_what_built_it_and_for_which_runtime(eia_artifacts):
+    manifest = json.loads((eia_artifacts / "image-classifier" / "manifest.json").read_text())
+    assert manifest["recipe"] == "script"
+    assert manifest["build_torch_version"] == torch.__version__.split("+")[0]
+    assert manifest["target_runtime"] == {"framework": "pytorch", "framework_version": "1.5.1", "profile": "eia"}
+    assert manifest["input_shape"] == [1, 3, 64, 64]
+    assert manifest["torchscript_archive_format_version"] >= 1
+    assert manifest["parity"]["max_abs_error"] <= manifest["parity"]["atol"]
+    assert len(manifest["sha256"]) == 64
+
+
+class DataDependent(torch.nn.Module):
+    """Tracing freezes the branch taken for the example input (zeros), so other inputs diverge."""
+
+    def forward(self, x):
+        if bool(x.sum() > 0):
+            return x * 2
+        return -x
+
+
+def test_parity_check_catches_a_trace_that_froze_a_branch():
+    model = DataDependent().eval()
+    traced = torchscript.convert(model, "trace", torch.zeros(1, 3, 4, 4))
+    archive = torchscript.save_reproducibly(traced, {})
+    with pytest.raises(torchscript.ParityError, match=r"parity check failed at batch \d: output\[.*try recipe: script"):
+        torchscript.check_parity(model, archive, (1, 3, 4, 4))
+    scripted = torchscript.save_reproducibly(torchscript.convert(model, "script", torch.zeros(1, 3, 4, 4)), {})
+    assert torchscript.check_parity(model, scripted, (1, 3, 4, 4)).max_abs_error == 0.0
+
+
+@pytest.mark.parametrize("version", ["1.5.1", "1.3.1"])  # script and trace recipes
+def test_two_builds_in_separate_processes_are_byte_identical(tmp_path, version):
+    config = make_config(tmp_path / "config", lambda m: m["serving"]["profiles"]["eia"].update(framework_version=version))
+    digests = []
+    for run in ("first", "second"):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+        result = subprocess.run(
+            [sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / run)],
+            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        )
+        assert "parity check" in result.stderr  # progress lines
+        digests.append(json.loads((tmp_path / run / "image-classifier" / "manifest.json").read_text())["sha256"])
+    assert digests[0] == digests[1]
+
+
+def test_synthesis_refuses_a_missing_or_stale_artifact(tmp_path, eia_artifacts):
+    deployment = load_config(make_config(tmp_path / "c")).environment("dev").models[0]
+    with pytest.raises(ConfigError, match="no built artifact.*make artifacts"):
+        load_built_artifact(tmp_path / "nowhere", deployment)
+    assert load_built_artifact(eia_artifacts, deployment).sha256
+
+    retargeted = load_config(
+        make_config(tmp_path / "c13", lambda m: m["serving"]["profiles"]["eia"].update(framework_version="1.3.1"))
+    ).environment("dev").models[0]
+    with pytest.raises(ConfigError, match="stale.*recipe: built 'script', configured 'trace'"):
+        load_built_artifact(eia_artifacts, retargeted)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    config = make_config(tmp_path / "config", lambda m: m["serving"].update(profile="tpu"))
+    result = subprocess.run(
+        [sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / "o")],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "serving.profile = 'tpu'" in result.stderr and "Traceback" not in result.stderr

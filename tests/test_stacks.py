@@ -1,0 +1,243 @@
+"""Template assertions per construct and per environment, cdk-nag and cfn-lint."""
+import json
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Match
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.constructs.artifact_bucket import ACCESS_LOG_BUCKET_LOGICAL_ID, BUCKET_LOGICAL_ID, KEY_LOGICAL_ID
+
+ENVIRONMENTS = ["dev", "staging", "prod"]
+EIA_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference-eia:1.5.1-cpu-py3"
+
+
+def _only(template, resource_type) -> dict:
+    resources = template.find_resources(resource_type)
+    assert len(resources) == 1, resources
+    return next(iter(resources.values()))
+
+
+# ------------------------------------------------------------ serving: the EIA example
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_eia_endpoint_config_variant(eia_app, env):
+    template = eia_app.template(env, "Serving")
+    variant = _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]["ProductionVariants"]
+    assert len(variant) == 1
+    assert variant[0]["AcceleratorType"] == "ml.eia2.medium"
+    assert variant[0]["InstanceType"] == "ml.m5.large"
+    assert variant[0]["InitialInstanceCount"] == 1
+    assert variant[0]["VariantName"] == "AllTraffic"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_model_uses_the_sdk_eia_image_and_the_packaged_handler(eia_app, env):
+    model = _only(eia_app.template(env, "Serving"), "AWS::SageMaker::Model")["Properties"]
+    container = model["PrimaryContainer"]
+    assert container["Image"] == EIA_IMAGE
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert model["EnableNetworkIsolation"] is True
+    sha = _manifest_sha(eia_app)
+    assert f"models/image-classifier/{sha}/model.tar.gz" in str(container["ModelDataUrl"])
+
+
+def _manifest_sha(app):
+    from model_artifacts.manifest import load_built_artifact
+
+    return load_built_artifact(app.artifacts_dir, app.config.environment("dev").models[0]).sha256
+
+
+def test_no_physical_names_on_sagemaker_resources(eia_app):
+    template = eia_app.template("prod", "Serving")
+    assert "ModelName" not in _only(template, "AWS::SageMaker::Model")["Properties"]
+    assert "EndpointConfigName" not in _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
+    assert "EndpointName" not in _only(template, "AWS::SageMaker::Endpoint")["Properties"]
+
+
+def test_endpoint_storage_is_encrypted_with_the_artifact_key_on_ebs_instances(eia_app):
+    config = _only(eia_app.template("dev", "Serving"), "AWS::SageMaker::EndpointConfig")["Properties"]
+    assert config["KmsKeyId"] == {"Fn::ImportValue": "Dev-ArtifactStore-ModelArtifactKeyArn"}
+
+
+@pytest.mark.parametrize("env, maximum", [("dev", 1), ("staging", 2), ("prod", 4)])
+def test_autoscaling_per_environment(eia_app, env, maximum):
+    template = eia_app.template(env, "Serving")
+    target = _only(template, "AWS::ApplicationAutoScaling::ScalableTarget")["Properties"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, maximum)
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    policy = _only(template, "AWS::ApplicationAutoScaling::ScalingPolicy")["Properties"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    assert tracking["TargetValue"] == 200
+
+
+def test_endpoint_name_is_an_output(eia_app):
+    outputs = eia_app.template("dev", "Serving").find_outputs("*")
+    assert any(o["Value"] == {"Fn::GetAtt": [Match.any_value(), "EndpointName"]} or "EndpointName" in str(o["Value"]) for o in outputs.values())
+
+
+def test_execution_role_has_full_access_plus_scoped_grants(eia_app):
+    template = eia_app.template("dev", "Serving")
+    roles = template.find_resources("AWS::IAM::Role", {"Properties": {"AssumeRolePolicyDocument": {
+        "Statement": [Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})]}}})
+    assert len(roles) == 1
+    role = next(iter(roles.values()))["Properties"]
+    assert "AmazonSageMakerFullAccess" in str(role["ManagedPolicyArns"])
+    policy = str(template.find_resources("AWS::IAM::Policy"))
+    assert "/models/image-classifier/*" in policy  # artifact read is scoped to this model's prefix
+    assert "kms:Decrypt" in policy
+    assert "repository/pytorch-inference-eia" in policy and ":763104351884:" in policy
+    assert "/aws/sagemaker/Endpoints/*" in policy
+
+
+def test_full_access_switch_leaves_only_scoped_grants(tmp_path):
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    config = make_config(tmp_path / "config", lambda m: m["serving"].update(attach_sagemaker_full_access=False))
+    build_for(config, tmp_path / "artifacts")
+    app = SynthesizedApp(config, tmp_path / "artifacts", tmp_path / "out")
+    roles = app.template("dev", "Serving").find_resources("AWS::IAM::Role")
+    assert not [r for r in roles.values() if "AmazonSageMakerFullAccess" in str(r)]
+
+
+# ------------------------------------------------------------ artifact store (stateful)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_artifact_bucket_settings(eia_app, env):
+    template = eia_app.template(env, "ArtifactStore")
+    bucket = template.to_json()["Resources"][BUCKET_LOGICAL_ID]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    encryption = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": ACCESS_LOG_BUCKET_LOGICAL_ID}
+    assert bucket["LifecycleConfiguration"]["Rules"][0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
+    template.has_resource_properties("AWS::S3::BucketPolicy", {"Bucket": {"Ref": BUCKET_LOGICAL_ID}, "PolicyDocument": {
+        "Statement": Match.array_with([Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
+    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_stateful_logical_ids_are_pinned(eia_app):
+    resources = eia_app.template("prod", "ArtifactStore").to_json()["Resources"]
+    assert resources[BUCKET_LOGICAL_ID]["Type"] == "AWS::S3::Bucket"
+    assert resources[KEY_LOGICAL_ID]["Type"] == "AWS::KMS::Key"
+    assert resources[ACCESS_LOG_BUCKET_LOGICAL_ID]["Type"] == "AWS::S3::Bucket"
+
+
+def test_prod_data_is_retained_and_protected_dev_is_disposable(eia_app):
+    prod = eia_app.template("prod", "ArtifactStore").to_json()["Resources"]
+    dev = eia_app.template("dev", "ArtifactStore").to_json()["Resources"]
+    assert prod[BUCKET_LOGICAL_ID]["DeletionPolicy"] == "Retain"
+    assert prod[KEY_LOGICAL_ID]["DeletionPolicy"] == "Retain"
+    assert dev[BUCKET_LOGICAL_ID]["DeletionPolicy"] == "Delete"
+    assert eia_app.stages["prod"].artifact_store.termination_protection is True
+    assert eia_app.stages["dev"].artifact_store.termination_protection is False
+
+
+def test_serving_stack_holds_no_stateful_resources(eia_app):
+    resources = eia_app.template("prod", "Serving").to_json()["Resources"]
+    assert not [r for r in resources.values() if r["Type"] in ("AWS::S3::Bucket", "AWS::KMS::Key")]
+
+
+# ------------------------------------------------------------ the GPU successor profile
+
+
+def test_gpu_profile_synthesizes_a_clean_gpu_endpoint(gpu_app):
+    template = gpu_app.template("prod", "Serving")
+    config = _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
+    variant = config["ProductionVariants"][0]
+    assert "AcceleratorType" not in variant
+    assert variant["InstanceType"] == "ml.g4dn.xlarge"
+    assert "KmsKeyId" not in config  # g4dn has NVMe instance storage: SageMaker refuses a KMS key there
+    image = _only(template, "AWS::SageMaker::Model")["Properties"]["PrimaryContainer"]["Image"]
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
+
+
+def test_eia_warning_names_the_switch_and_gpu_has_none(eia_app, gpu_app):
+    eia = _warnings(eia_app)
+    assert any("Elastic Inference" in w and "end of life" in w and "serving.profile: gpu" in w for w in eia)
+    assert not any("Elastic Inference" in w for w in _warnings(gpu_app))
+
+
+def _warnings(app):
+    found = []
+    for stage in app.stages.values():
+        for stack in (stage.artifact_store, stage.serving):
+            for construct in stack.node.find_all():
+                found += [str(e.data) for e in construct.node.metadata if e.type == "aws:cdk:warning"]
+    return found
+
+
+def test_f3002_is_acknowledged_only_on_the_eia_endpoint_config(eia_app, gpu_app):
+    def acknowledged_paths(app):
+        return sorted(
+            c.node.path for stage in app.stages.values() for c in stage.node.find_all()
+            for e in c.node.metadata if e.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+            and any("F3002" in key for key in e.data)
+        )
+
+    assert acknowledged_paths(eia_app) == [f"{s}/Serving/ImageClassifier/Serving/EndpointConfig" for s in ("Dev", "Prod", "Staging")]
+    assert acknowledged_paths(gpu_app) == []
+
+
+# ------------------------------------------------------------ checks: cdk-nag and cfn-lint
+
+
+def test_every_acknowledgement_carries_a_reason(eia_app):
+    count = 0
+    for construct in eia_app.app.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
+                for rule, reason in entry.data.items():
+                    count += 1
+                    assert len(str(reason).strip()) > 10, rule
+    assert count > 10
+
+
+def test_cdk_nag_is_live_and_fails_an_unacknowledged_finding(tmp_path):
+    """The session apps synthesized with zero unacknowledged findings; this proves the plugin bites."""
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Unlogged")
+    s3.Bucket(stack, "Bucket", enforce_ssl=True)
+    report = AwsSolutionsChecks().validate_scope(app)
+    assert not report.success
+    assert "AwsSolutions-S1" in [v.rule_name for v in report.violations]
+
+
+def test_cdk_nag_runs_in_synthesis_and_finds_nothing_unacknowledged(eia_app, gpu_app):
+    # The fixtures call app.synth(), which raises on any unacknowledged finding; the report says what ran.
+    for app in (eia_app, gpu_app):
+        report = json.loads((app.outdir / "validation-report.json").read_text())
+        plugins = {p["pluginName"]: p for p in report["pluginReports"]}
+        assert "AwsSolutions" in plugins and "CloudFormation Validate" in plugins
+        for plugin in plugins.values():
+            assert plugin["conclusion"] == "success" and plugin["violations"] == [], plugin["pluginName"]
+        suppressed = {v["ruleName"] for v in plugins["AwsSolutions"]["suppressedViolations"]}
+        assert "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSageMakerFullAccess]" in suppressed
+
+
+def _cfn_lint(path):
+    from cfnlint.api import ManualArgs, lint_file
+
+    return lint_file(path, config=ManualArgs(ignore_checks=["W3005"]))
+
+
+def test_cfn_lint_is_clean_but_for_the_eia_accelerator(eia_app):
+    files = eia_app.template_files()
+    assert len(files) == 6
+    for path in files:
+        for match in _cfn_lint(path):
+            assert match.rule.id == "E3002" and "AcceleratorType" in match.message, (path.name, str(match))
+    serving = [p for p in files if "Serving" in p.name]
+    assert all(any(m.rule.id == "E3002" for m in _cfn_lint(p)) for p in serving)
+
+
+def test_cfn_lint_is_clean_for_the_gpu_profile(gpu_app):
+    for path in gpu_app.template_files():
+        assert list(_cfn_lint(path)) == [], path.name
