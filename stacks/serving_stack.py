@@ -5,7 +5,7 @@ It can be destroyed and recreated without touching the artifact store.
 from pathlib import Path
 from typing import Sequence
 
-from aws_cdk import Annotations, CfnOutput, Stack
+from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from config import ModelDeployment
@@ -66,7 +66,6 @@ class ServingStack(Stack):
             EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
             warn_if_runtime_older(endpoint.model, deployment, artifact)
             CfnOutput(model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}")
-            Annotations.of(model_scope).add_info(f"{deployment.name}: image {deployment.target.image_uri}")
 
 
 def _pascal(name: str) -> str:
