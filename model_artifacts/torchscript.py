@@ -1,4 +1,5 @@
 """Eager model -> TorchScript bytes that are the same on every machine, plus the parity check."""
+import hashlib
 import io
 import json
 import zipfile
@@ -8,6 +9,7 @@ from typing import Dict, Sequence
 import torch
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+SERIALIZATION_ID = ".data/serialization_id"
 
 
 class ParityError(RuntimeError):
@@ -38,18 +40,25 @@ def save_reproducibly(module: torch.jit.ScriptModule, extra_files: Dict[str, str
     Saving to a buffer fixes the archive's root folder ("archive", not the file name). The
     `.debug_pkl` records hold absolute source paths of the model code; TorchScript loads without
     them, so they are dropped and the zip rewritten with fixed timestamps, in torch's own order.
+    torch derives `.data/serialization_id` from every record it wrote, those paths included, so it
+    is recomputed from the records that remain.
     """
     buffer = io.BytesIO()
     torch.jit.save(module, buffer, _extra_files=extra_files)
     source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    records = [(e.filename, source.read(e)) for e in source.infolist() if not e.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for name, content in records:
+        if not name.endswith(SERIALIZATION_ID):
+            digest.update(name.encode() + b"\0" + content)
     output = io.BytesIO()
     with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as target:
-        for entry in source.infolist():
-            if entry.filename.endswith(".debug_pkl"):
-                continue
-            info = zipfile.ZipInfo(entry.filename, date_time=ZIP_EPOCH)
+        for name, content in records:
+            if name.endswith(SERIALIZATION_ID):
+                content = str(int(digest.hexdigest(), 16))[:40].encode()  # torch's form: 40 decimal digits
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
             info.external_attr = 0o644 << 16
-            target.writestr(info, source.read(entry))
+            target.writestr(info, content)
     return output.getvalue()
 
 

@@ -1,6 +1,7 @@
 """The build step: contents, parity, reproducibility, staleness."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -58,14 +59,18 @@ def test_parity_check_catches_a_trace_that_froze_a_branch():
 
 
 @pytest.mark.parametrize("version", ["1.5.1", "1.3.1"])  # script and trace recipes
-def test_two_builds_in_separate_processes_are_byte_identical(tmp_path, version):
+def test_builds_from_two_checkouts_in_separate_processes_are_byte_identical(tmp_path, version):
+    """Same inputs, another directory and process: the same sha256 (so the same CDK asset hash)."""
     config = make_config(tmp_path / "config", lambda m: m["serving"]["profiles"]["eia"].update(framework_version=version))
+    second_checkout = tmp_path / "elsewhere" / "checkout"
+    for package in ("config", "model_artifacts", "inference_src"):
+        shutil.copytree(REPO / package, second_checkout / package, ignore=shutil.ignore_patterns("__pycache__"))
     digests = []
-    for run in ("first", "second"):
+    for run, checkout in (("first", REPO), ("second", second_checkout)):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
         result = subprocess.run(
             [sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / run)],
-            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+            cwd=checkout, env=env, capture_output=True, text=True, check=True,
         )
         assert "parity check" in result.stderr  # progress lines
         digests.append(json.loads((tmp_path / run / "image-classifier" / "manifest.json").read_text())["sha256"])
