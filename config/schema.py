@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from config.errors import ConfigError
 
 Profile = Literal["eia", "gpu", "cpu"]
-Recipe = Literal["trace", "script"]
 
 
 class _Strict(BaseModel):

@@ -11,11 +11,9 @@ import torch
 
 from model_artifacts import torchscript
 from model_artifacts.example_models import build_example_model
-from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE
+from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HANDLER_DIR = REPO_ROOT / "inference_src"
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
 
 
@@ -54,8 +52,8 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
     with step("parity check against eager outputs"):
         parity = torchscript.check_parity(eager, archive, request.input_shape)
     with step("package model.tar.gz"):
-        handler = (HANDLER_DIR / "inference.py").read_bytes()
-        requirements = (HANDLER_DIR / "requirements.txt").read_bytes()
+        handler = HANDLER_FILE.read_bytes()
+        requirements = (HANDLER_FILE.parent / "requirements.txt").read_bytes()
         artifact = out_dir / ARTIFACT_FILE
         files = {"model.pt": archive, "code/inference.py": handler, "code/requirements.txt": requirements}
         write_reproducible_tarball(artifact, files)
