@@ -51,7 +51,7 @@ def _context(model_dir, content_type, accept=None):
 def _invoke(service, model_dir, body, content_type, accept=None):
     context = _context(model_dir, content_type, accept)
     response = service.handle([{"body": body}], context)
-    status = context.get_response_status(0)[0] if hasattr(context, "get_response_status") else 200
+    status = context.get_response_status(0)[0]
     return response[0], status, context
 
 
