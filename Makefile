@@ -5,13 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CDK := npx --no-install cdk
 ARTIFACTS_DIR := build/artifacts
+PORT ?= 8080
+CONTENT_TYPE ?= image/jpeg
 
 # Offline and quiet: no version check, no notices, no Node 20 end-of-life banner from jsii.
 export CDK_DISABLE_VERSION_CHECK := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup artifacts synth lint test test-fast clean
+.PHONY: setup artifacts synth lint serve invoke test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -38,6 +40,12 @@ synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-
 # W3005: CDK's own custom-resource providers add a DependsOn that a GetAtt already implies; harmless.
 lint:  ## cfn-lint every synthesized template
 	$(VENV)/bin/cfn-lint --ignore-checks E3002 W3005 -- cdk.out/assembly-*/*.template.json
+
+serve: artifacts  ## serve the example model on localhost:$(PORT) with the real SageMaker PyTorch serving stack
+	$(PY) -m local_serving serve --port $(PORT)
+
+invoke: setup  ## send an example image to `make serve` (CONTENT_TYPE=image/jpeg|image/png|application/json|application/x-npy)
+	$(PY) -m local_serving invoke --port $(PORT) --content-type $(CONTENT_TYPE)
 
 test: setup  ## the whole suite, end-to-end tests included
 	$(PY) -m pytest

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 import re
 from typing import Dict, Literal, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from config.errors import ConfigError
 
@@ -49,10 +49,30 @@ class ScalingOverride(_Strict):
     target_invocations_per_instance: Optional[int] = Field(None, ge=1)
 
 
+class ImagePreprocessingSpec(_Strict):
+    """How the handler turns a JPEG/PNG into model input: resize the short side, center-crop, normalize."""
+
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet, per RGB channel
+    std: Tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.229, 0.224, 0.225)
+    # None: the crop size * 256/224, the usual ImageNet evaluation resize.
+    resize_short_side: Optional[int] = Field(None, ge=1)
+
+
 class BuildSpec(_Strict):
     model: Literal["example-resnet", "example-resnet-tiny"] = "example-resnet"
     input_shape: Tuple[int, int, int, int] = (1, 3, 224, 224)
     recipe: Literal["auto", "trace", "script"] = "auto"
+    image_preprocessing: ImagePreprocessingSpec = Field(default_factory=ImagePreprocessingSpec)
+
+    @model_validator(mode="after")
+    def _resize_covers_the_crop(self) -> "BuildSpec":
+        short_side, crop = self.image_preprocessing.resize_short_side, max(self.input_shape[2:])
+        if short_side is not None and short_side < crop:
+            raise ValueError(
+                f"image_preprocessing.resize_short_side ({short_side}) is smaller than the model input "
+                f"({self.input_shape[2]}x{self.input_shape[3]}); set it to at least {crop}"
+            )
+        return self
 
 
 class ProfileSettings(_Strict):
@@ -68,6 +88,8 @@ class ServingSpec(_Strict):
     attach_sagemaker_full_access: bool = True
     # The handler needs no network; isolation also stops the container pip-installing at start.
     network_isolation: bool = True
+    # Bodies above this get a 413 from the handler; SageMaker itself refuses more than 6 MiB.
+    max_request_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024)
 
 
 class ModelSpec(_Strict):

@@ -28,6 +28,7 @@ class BuildRequest:
     target_framework: str
     target_framework_version: str
     target_profile: str
+    image_preprocessing: dict  # read back by the handler for JPEG/PNG requests
 
 
 Progress = Callable[[str], None]
@@ -47,7 +48,12 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
         example = torch.zeros(tuple(request.input_shape))
     with step(f"convert to TorchScript ({request.recipe})"):
         module = torchscript.convert(eager, request.recipe, example)
-        model_info = {"input_shape": list(request.input_shape), "dtype": "float32", "model": request.model}
+        model_info = {
+            "input_shape": list(request.input_shape),
+            "dtype": "float32",
+            "model": request.model,
+            "image_preprocessing": request.image_preprocessing,
+        }
         archive = torchscript.save_reproducibly(module, {MODEL_INFO_FILE: json.dumps(model_info, sort_keys=True)})
     with step("parity check against eager outputs"):
         parity = torchscript.check_parity(eager, archive, request.input_shape)
@@ -68,6 +74,7 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
             "recipe": request.recipe,
             "input_shape": list(request.input_shape),
             "dtype": "float32",
+            "image_preprocessing": request.image_preprocessing,
             "build_torch_version": torch.__version__.split("+")[0],
             "torchscript_archive_format_version": torchscript.archive_format_version(archive),
             "target_runtime": {

@@ -41,12 +41,14 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
         "framework_version": target.framework_version,
         "model": deployment.spec.build.model,
         "input_shape": list(deployment.spec.build.input_shape),
+        "image_preprocessing": deployment.spec.build.image_preprocessing.model_dump(mode="json"),
     }
     actual = {
         "recipe": manifest.get("recipe"),
         "framework_version": manifest.get("target_runtime", {}).get("framework_version"),
         "model": manifest.get("model"),
         "input_shape": manifest.get("input_shape"),
+        "image_preprocessing": manifest.get("image_preprocessing"),
     }
     stale = [f"{key}: built {actual[key]!r}, configured {expected[key]!r}" for key in expected if actual[key] != expected[key]]
     handler_sha = hashlib.sha256(HANDLER_FILE.read_bytes()).hexdigest()

@@ -24,6 +24,7 @@ def build_requests(config: AppConfig, only: Optional[Sequence[str]] = None) -> L
                 target_framework=target.framework,
                 target_framework_version=target.framework_version,
                 target_profile=target.profile,
+                image_preprocessing=deployment.spec.build.image_preprocessing.model_dump(mode="json"),
             )
         )
     return requests

@@ -25,7 +25,9 @@ def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_arti
     names = torchscript.zipfile.ZipFile(torchscript.io.BytesIO(archive)).namelist()
     assert not [n for n in names if n.endswith(".debug_pkl") or "traced_inputs" in n]
     assert all(n.startswith("archive/") for n in names)
-    assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]
+    model_info = torchscript.read_extra_file(archive, "model_info.json")
+    assert model_info["input_shape"] == [1, 3, 64, 64]
+    assert model_info["image_preprocessing"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize_short_side": None}
 
 
 def test_manifest_records_what_built_it_and_for_which_runtime(eia_artifacts):
@@ -88,6 +90,12 @@ def test_synthesis_refuses_a_missing_or_stale_artifact(tmp_path, eia_artifacts):
     ).environment("dev").models[0]
     with pytest.raises(ConfigError, match="stale.*recipe: built 'script', configured 'trace'"):
         load_built_artifact(eia_artifacts, retargeted)
+
+    resized = load_config(
+        make_config(tmp_path / "c-resize", lambda m: m["build"].update(image_preprocessing={"resize_short_side": 80}))
+    ).environment("dev").models[0]
+    with pytest.raises(ConfigError, match="stale.*image_preprocessing"):
+        load_built_artifact(eia_artifacts, resized)
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):

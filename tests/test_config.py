@@ -127,3 +127,13 @@ def test_real_account_override_is_validated():
     assert config.with_accounts({"prod": "999999999999"}).environment("prod").account == "999999999999"
     with pytest.raises(ConfigError, match="prod_account"):
         config.with_accounts({"prod": "not-an-account"})
+
+
+def test_a_resize_smaller_than_the_model_input_names_the_minimum(tmp_path):
+    message = _error(tmp_path, lambda m: m["build"].update(image_preprocessing={"resize_short_side": 32}))
+    assert "resize_short_side (32) is smaller than the model input (64x64); set it to at least 64" in message
+
+
+def test_a_request_limit_above_sagemakers_6_mib_is_refused(tmp_path):
+    message = _error(tmp_path, lambda m: m["serving"].update(max_request_bytes=7 * 1024 * 1024))
+    assert "serving.max_request_bytes" in message and "6291456" in message

@@ -1,4 +1,4 @@
-"""The handler, in-process through the real SageMaker toolkit, on the built artifact."""
+"""The handler, in-process through the real SageMaker toolkit and a TorchServe Context, on the built artifact."""
 import importlib
 import io
 import json
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from local_serving.client import base64_image_request, example_image, npy
 from tests.conftest import REPO
+from tests.payloads import BATCH, INPUT_SHAPE, bad_requests
 
 
 @pytest.fixture(scope="module")
@@ -23,42 +25,53 @@ def model_dir(eia_artifacts, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(model_dir):
+def container_env(eia_config):
+    from config import load_config
+    from config.container import container_environment
+
+    return container_environment(load_config(eia_config).models["image-classifier"])
+
+
+@pytest.fixture(scope="module")
+def service(model_dir, container_env):
+    """The toolkit's HandlerService with one TorchServe Context reused for every request, as TorchServe does."""
     from sagemaker_pytorch_serving_container.handler_service import HandlerService
+    from ts.context import Context
 
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("SAGEMAKER_PROGRAM", "inference.py")
+    for name, value in container_env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.syspath_prepend(str(model_dir / "code"))
     sys.modules.pop("inference", None)  # the packaged copy, not inference_src/
     handler = HandlerService()
-    handler.initialize(_context(model_dir, "application/json"))
-    yield handler
+    context = Context("model", str(model_dir), {"model": {}}, 1, None, "0.12.0")
+    _set_headers(context, "application/json")
+    handler.initialize(context)
+    yield handler, context
     sys.modules.pop("inference", None)
     monkeypatch.undo()
 
 
-def _context(model_dir, content_type, accept=None):
-    from ts.context import Context, RequestProcessor
+def _set_headers(context, content_type, accept=None):
+    from ts.context import RequestProcessor
 
-    context = Context("model", str(model_dir), {"model": {}}, 1, None, "0.12.0")
-    headers = {"Content-Type": content_type}
+    headers = {"Content-Type": content_type} if content_type else {}
     if accept:
         headers["Accept"] = accept
     context.request_processor = [RequestProcessor(headers)]
-    return context
 
 
-def _invoke(service, model_dir, body, content_type, accept=None):
-    context = _context(model_dir, content_type, accept)
-    response = service.handle([{"body": body}], context)
-    status = context.get_response_status(0)[0]
-    return response[0], status, context
+def _invoke(service, body, content_type, accept=None):
+    handler, context = service
+    _set_headers(context, content_type, accept)
+    response = handler.handle([{"body": body}], context)
+    return response[0], context.get_response_status(0)[0]
 
 
-def _npy(array):
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+def _logits(service, body, content_type):
+    answer, status = _invoke(service, body, content_type, "application/x-npy")
+    assert status == 200, answer
+    return np.load(io.BytesIO(answer))
 
 
 def _expected_logits(model_dir, batch):
@@ -67,35 +80,109 @@ def _expected_logits(model_dir, batch):
         return module(torch.from_numpy(batch)).numpy()
 
 
-BATCH = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+def _png(pixels):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def test_npy_in_npy_out_equals_a_direct_forward(service, model_dir):
-    body, _, context = _invoke(service, model_dir, _npy(BATCH), "application/x-npy", "application/x-npy")
-    logits = np.load(io.BytesIO(body))
+    logits = _logits(service, npy(BATCH), "application/x-npy")
     np.testing.assert_allclose(logits, _expected_logits(model_dir, BATCH), rtol=1e-5, atol=1e-5)
+
+
+def test_one_chw_image_is_a_batch_of_one(service, model_dir):
+    logits = _logits(service, npy(BATCH[0]), "application/x-npy")
+    np.testing.assert_allclose(logits, _expected_logits(model_dir, BATCH[:1]), rtol=1e-5, atol=1e-5)
 
 
 def test_json_instances_give_top_k_classes_and_scores(service, model_dir):
     payload = json.dumps({"instances": BATCH[:1].tolist()})
-    body, _, _ = _invoke(service, model_dir, payload.encode(), "application/json")
+    body, status = _invoke(service, payload.encode(), "application/json")
     answer = json.loads(body)
-    assert answer["shape"] == [1, 10]
+    assert status == 200 and answer["shape"] == [1, 10]
     expected = torch.softmax(torch.from_numpy(_expected_logits(model_dir, BATCH[:1])), dim=1)[0]
     top = answer["predictions"][0]
     assert [p["class"] for p in top] == expected.topk(5).indices.tolist()
     assert top[0]["score"] == pytest.approx(float(expected.max()), abs=1e-5)
 
 
-def test_unsupported_content_type_is_a_415_that_names_the_fix(service, model_dir):
-    body, status, _ = _invoke(service, model_dir, b"hello", "text/plain")
-    assert status == 415
-    assert "unsupported content type" in str(body) and "application/x-npy" in str(body)
+def test_an_image_at_the_model_size_is_scaled_and_normalized_with_imagenet_statistics(service, model_dir):
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    expected_input = ((pixels / np.float32(255) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[np.newaxis]
+    logits = _logits(service, base64_image_request([_png(pixels)], short=64), "application/json")
+    np.testing.assert_allclose(logits, _expected_logits(model_dir, expected_input.astype(np.float32)), rtol=1e-4, atol=1e-4)
 
 
-def test_wrong_image_size_is_a_400(service, model_dir):
-    body, status, _ = _invoke(service, model_dir, _npy(np.zeros((1, 3, 32, 32), np.float32)), "application/x-npy")
-    assert status == 400 and "expected images of shape [3, 64, 64]" in str(body)
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_raw_image_bodies_and_the_base64_json_contract_agree(service, image_format):
+    image = example_image(image_format)
+    raw = _logits(service, image, f"image/{image_format.lower()}")
+    via_json = _logits(service, base64_image_request([image]), "application/json")
+    assert raw.shape == (1, 10)
+    np.testing.assert_array_equal(raw, via_json)
+
+
+def test_a_base64_batch_answers_one_row_per_image(service):
+    jpeg, png = example_image("JPEG"), example_image("PNG", size=(100, 180))
+    batch = _logits(service, base64_image_request([jpeg, png], short=80), "application/json")
+    singles = [_logits(service, base64_image_request([image], short=80), "application/json")[0] for image in (jpeg, png)]
+    np.testing.assert_allclose(batch, np.stack(singles), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_images_are_resized_on_the_short_side_then_center_cropped(handler_module, scale):
+    """146x73 (short side 73, the default for a 64 crop): the crop keeps columns 41..104, half red, half blue."""
+    from PIL import Image
+
+    pixels = np.zeros((73 * scale, 146 * scale, 3), np.uint8)
+    pixels[:, : 73 * scale, 0] = 255  # left half red
+    pixels[:, 73 * scale :, 2] = 255  # right half blue
+    chw = handler_module.preprocess_image(Image.fromarray(pixels), INPUT_SHAPE, handler_module.DEFAULT_IMAGE_PREPROCESSING)
+    red, _, blue = chw * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+    assert chw.shape == (3, 64, 64)
+    assert red[:, :31].min() > 0.99 and red[:, 33:].max() < 0.01
+    assert blue[:, :31].max() < 0.01 and blue[:, 33:].min() > 0.99
+
+
+def test_accept_lists_pick_the_first_supported_type(service):
+    body, status = _invoke(service, npy(BATCH[:1]), "application/x-npy", "text/html, application/x-npy;q=0.9")
+    assert status == 200 and np.load(io.BytesIO(body)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("bad", bad_requests(6 * 1024 * 1024), ids=lambda bad: bad.name)
+def test_bad_requests_get_a_4xx_and_a_one_line_message_without_traceback(service, bad):
+    body, status = _invoke(service, bad.body, bad.content_type, bad.accept)
+    text = body.decode() if isinstance(body, bytes) else body
+    assert status == bad.status, text
+    assert json.loads(text) == {"status": bad.status, "error": json.loads(text)["error"]}
+    assert bad.message in json.loads(text)["error"]
+    assert "\n" not in text and "Traceback" not in text
+
+
+def test_a_missing_content_type_is_a_415(service):
+    body, status = _invoke(service, npy(BATCH[:1]), None)
+    assert status == 415 and "missing Content-Type" in body
+
+
+def test_the_size_limit_comes_from_the_container_environment(container_env):
+    assert int(container_env["INFERENCE_MAX_REQUEST_BYTES"]) == 6 * 1024 * 1024
+    assert int(container_env["TS_MAX_REQUEST_SIZE"]) > int(container_env["INFERENCE_MAX_REQUEST_BYTES"])
+
+
+def test_toolkits_that_pass_no_context_still_get_the_status_code(handler_module):
+    """Older toolkits call input_fn(body, content_type): the toolkit's error class carries the status."""
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+
+    with pytest.raises(GenericInferenceToolkitError) as raised:
+        handler_module.input_fn(b"hello", "text/plain")
+    assert raised.value.status_code == 415 and "unsupported content type" in raised.value.message
 
 
 # ------------------------------------------------------------ the seed's EIA code paths, accelerator absent
@@ -160,3 +247,4 @@ def test_handler_is_valid_python_3_6(tmp_path):
     newer = tmp_path / "newer.py"
     newer.write_text("if (n := 3) > 2:\n    print(n)\n")  # 3.8 syntax: proves the check bites
     assert _vermin(newer).returncode != 0
+

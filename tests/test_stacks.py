@@ -40,6 +40,7 @@ def test_model_uses_the_sdk_eia_image_and_the_packaged_handler(eia_app, env):
     assert container["Image"] == EIA_IMAGE
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert container["Environment"]["INFERENCE_MAX_REQUEST_BYTES"] == str(6 * 1024 * 1024)
     assert model["EnableNetworkIsolation"] is True
     sha = _manifest_sha(eia_app)
     assert f"models/image-classifier/{sha}/model.tar.gz" in str(container["ModelDataUrl"])

@@ -11,12 +11,10 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from config import ModelDeployment
+from config.container import container_environment
 from config.serving_targets import EIA_SUCCESSOR_PROFILE, PROFILE_DEFAULTS, has_local_instance_storage
 
 VARIANT_NAME = "AllTraffic"
-HANDLER_PROGRAM = "inference.py"
-# model.tar.gz is extracted to /opt/ml/model; the handler ships in its code/ folder.
-SUBMIT_DIRECTORY = "/opt/ml/model/code"
 
 
 class ModelEndpoint(Construct):
@@ -41,12 +39,7 @@ class ModelEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=target.image_uri,
                 model_data_url=model_data_url,
-                environment={
-                    "SAGEMAKER_PROGRAM": HANDLER_PROGRAM,
-                    "SAGEMAKER_SUBMIT_DIRECTORY": SUBMIT_DIRECTORY,
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60",
-                },
+                environment=container_environment(deployment.spec),
             ),
         )
         # Local NVMe instance storage is hardware-encrypted and SageMaker refuses a KmsKeyId there.
