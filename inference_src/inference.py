@@ -293,7 +293,9 @@ def _model_input(input_data, model):
     if isinstance(input_data, ImageBatch):
         if not expected:
             raise RequestError(415, "this model recorded no input shape, so it cannot take images; send {}".format(NPY))
-        return torch.from_numpy(np.stack([preprocess_image(image, expected, model.image_preprocessing, input_data.short_side) for image in input_data.images]))
+        settings = model.image_preprocessing
+        images = [preprocess_image(image, expected, settings, input_data.short_side) for image in input_data.images]
+        return torch.from_numpy(np.stack(images))
     if expected and tuple(input_data.shape[1:]) != tuple(expected[1:]):
         raise RequestError(400, "expected images of shape {} (CHW), got {}".format(list(expected[1:]), list(input_data.shape[1:])))
     return input_data
