@@ -81,6 +81,27 @@ class ProfileSettings(_Strict):
     framework_version: Optional[str] = None
 
 
+class DeploymentSpec(_Strict):
+    """How an endpoint update reaches traffic. EIA endpoints never supported traffic shifting."""
+
+    # auto: canary where blue/green is supported, all_at_once on EIA.
+    strategy: Literal["auto", "canary", "linear", "all_at_once"] = "auto"
+    canary_percent: int = Field(10, ge=1, le=50)
+    linear_step_percent: int = Field(25, ge=5, le=50)
+    # Baking time between traffic steps, watched by the rollback alarms.
+    wait_seconds: int = Field(300, ge=0, le=3600)
+    termination_wait_seconds: int = Field(120, ge=0, le=3600)
+    maximum_execution_timeout_seconds: int = Field(3600, ge=600, le=14400)
+
+
+class AlarmSpec(_Strict):
+    """Per-endpoint alarms; they also roll back a blue/green update that trips them."""
+
+    max_5xx_errors_per_minute: int = Field(1, ge=1)
+    max_model_latency_p90_ms: int = Field(1000, ge=1)
+    evaluation_minutes: int = Field(3, ge=1, le=60)
+
+
 class ServingSpec(_Strict):
     profile: Profile = "eia"
     profiles: Dict[Profile, ProfileSettings] = Field(default_factory=dict)
@@ -90,6 +111,8 @@ class ServingSpec(_Strict):
     network_isolation: bool = True
     # Bodies above this get a 413 from the handler; SageMaker itself refuses more than 6 MiB.
     max_request_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024)
+    deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
+    alarms: AlarmSpec = Field(default_factory=AlarmSpec)
 
 
 class ModelSpec(_Strict):
@@ -135,6 +158,14 @@ class ModelDeployment:
     spec: ModelSpec
     target: ServingTarget
     scaling: ScalingSpec
+
+    @property
+    def deployment_strategy(self) -> str:
+        """canary, linear or all_at_once (validated against the profile when the config loads)."""
+        strategy = self.spec.serving.deployment.strategy
+        if strategy == "auto":
+            return "all_at_once" if self.target.profile == "eia" else "canary"
+        return strategy
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,14 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
             "For a GPU instance set serving.profile: gpu"
         )
 
+    strategy = spec.serving.deployment.strategy
+    if profile == "eia" and strategy in ("canary", "linear"):
+        raise ConfigError(
+            f"{where}: serving.deployment.strategy = {strategy!r} needs blue/green traffic shifting, which "
+            "Elastic Inference endpoints never supported; use all_at_once (or auto) with the eia profile, "
+            f"or set serving.profile: {EIA_SUCCESSOR_PROFILE}"
+        )
+
     accelerator = settings.accelerator_type
     if profile == "eia":
         if accelerator not in EIA_ACCELERATOR_TYPES:

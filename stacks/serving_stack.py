@@ -1,20 +1,23 @@
-"""Stateless: per model, the artifact upload, execution role, endpoint and autoscaling.
+"""Stateless: per model, the artifact upload, execution role, endpoint, autoscaling and alarms;
+one dashboard for the stack.
 
 It can be destroyed and recreated without touching the artifact store.
 """
 from pathlib import Path
 from typing import Sequence
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from config import ModelDeployment
 from model_artifacts.manifest import load_built_artifact
 from stacks.artifact_store_stack import ArtifactStoreStack
+from stacks.constructs.endpoint_alarms import EndpointAlarms
 from stacks.constructs.endpoint_autoscaling import EndpointAutoscaling
 from stacks.constructs.execution_role import ModelExecutionRole
 from stacks.constructs.model_artifact_upload import ModelArtifactUpload
 from stacks.constructs.model_endpoint import VARIANT_NAME, ModelEndpoint
+from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.runtime_compatibility import warn_if_runtime_older
 
 
@@ -32,9 +35,16 @@ class ServingStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         store = artifact_store.import_into(self)
+        dashboard = ServingDashboard(self, "Dashboard")
+        self.endpoint_outputs = {}
         for deployment in deployments:
             model_scope = Construct(self, _pascal(deployment.name))
+            Tags.of(model_scope).add("model", deployment.name)  # cost allocation per model
             artifact = load_built_artifact(artifacts_dir, deployment)
+            endpoint_name = f"{self.stack_name}-{deployment.name}"
+            alarms = EndpointAlarms(
+                model_scope, "Alarms", endpoint_name=endpoint_name, variant_name=VARIANT_NAME, spec=deployment.spec.serving.alarms
+            )
             upload = ModelArtifactUpload(
                 model_scope,
                 "Artifact",
@@ -50,12 +60,16 @@ class ServingStack(Stack):
                 bucket_arn_export=store.bucket_arn_export,
                 artifact_prefix=upload.prefix,
                 image_uri=deployment.target.image_uri,
+                endpoint_name=endpoint_name,
+                rollback_alarms=alarms.alarms,
                 attach_sagemaker_full_access=deployment.spec.serving.attach_sagemaker_full_access,
             )
             endpoint = ModelEndpoint(
                 model_scope,
                 "Serving",
                 deployment=deployment,
+                endpoint_name=endpoint_name,
+                rollback_alarms=alarms.alarms,
                 model_data_url=upload.model_data_url,
                 role=role.role,
                 volume_key=store.key,
@@ -65,7 +79,11 @@ class ServingStack(Stack):
             endpoint.model.node.add_dependency(upload.deployment)
             EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
             warn_if_runtime_older(endpoint.model, deployment, artifact)
-            CfnOutput(model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}")
+            dashboard.add_endpoint(deployment.name, endpoint_name, VARIANT_NAME, alarms.alarms)
+            # The pipeline's smoke test reads this output to find the endpoint.
+            self.endpoint_outputs[deployment.name] = CfnOutput(
+                model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}"
+            )
 
 
 def _pascal(name: str) -> str:

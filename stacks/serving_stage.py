@@ -14,12 +14,16 @@ PROJECT_TAG = "sagemaker-eia-serving"
 class ServingStage(Stage):
     def __init__(self, scope: Construct, construct_id: str, *, environment: EnvironmentConfig, artifacts_dir: Path, config_dir: Path) -> None:
         super().__init__(scope, construct_id, env=Environment(account=environment.account, region=environment.region))
+        # Cost allocation. Stack tags reach every resource CloudFormation can tag, including the
+        # providers CDK writes as raw CfnResources; Tags.of also writes them into each resource.
+        cost_tags = {"project": PROJECT_TAG, "environment": environment.name}
         self.artifact_store = ArtifactStoreStack(
             self,
             "ArtifactStore",
             retain_data=environment.retain_data,
             termination_protection=environment.termination_protection,
             description=f"Model artifact store ({environment.name}): stateful",
+            tags=cost_tags,
         )
         self.serving = ServingStack(
             self,
@@ -29,6 +33,7 @@ class ServingStage(Stage):
             artifacts_dir=artifacts_dir,
             config_dir=config_dir,
             description=f"SageMaker endpoints ({environment.name}): stateless",
+            tags=cost_tags,
         )
-        Tags.of(self).add("project", PROJECT_TAG)
-        Tags.of(self).add("environment", environment.name)
+        for key, value in cost_tags.items():
+            Tags.of(self).add(key, value)

@@ -137,3 +137,15 @@ def test_a_resize_smaller_than_the_model_input_names_the_minimum(tmp_path):
 def test_a_request_limit_above_sagemakers_6_mib_is_refused(tmp_path):
     message = _error(tmp_path, lambda m: m["serving"].update(max_request_bytes=7 * 1024 * 1024))
     assert "serving.max_request_bytes" in message and "6291456" in message
+
+
+def test_traffic_shifting_on_eia_is_refused_with_the_alternatives(tmp_path):
+    message = _error(tmp_path, lambda m: m["serving"].update(deployment={"strategy": "canary"}))
+    assert "serving.deployment.strategy = 'canary'" in message
+    assert "all_at_once" in message and "serving.profile: gpu" in message
+
+
+def test_deployment_strategy_auto_resolves_per_profile(tmp_path):
+    eia = load_config(make_config(tmp_path / "eia")).environment("dev").models[0]
+    gpu = load_config(make_config(tmp_path / "gpu", lambda m: m["serving"].update(profile="gpu"))).environment("dev").models[0]
+    assert (eia.deployment_strategy, gpu.deployment_strategy) == ("all_at_once", "canary")

@@ -52,11 +52,12 @@ def _manifest_sha(app):
     return load_built_artifact(app.artifacts_dir, app.config.environment("dev").models[0]).sha256
 
 
-def test_no_physical_names_on_sagemaker_resources(eia_app):
+def test_only_the_endpoint_has_a_physical_name_and_it_is_stable(eia_app):
     template = eia_app.template("prod", "Serving")
     assert "ModelName" not in _only(template, "AWS::SageMaker::Model")["Properties"]
     assert "EndpointConfigName" not in _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
-    assert "EndpointName" not in _only(template, "AWS::SageMaker::Endpoint")["Properties"]
+    # Clients and alarms use it; a config change updates the endpoint in place, never replaces it.
+    assert _only(template, "AWS::SageMaker::Endpoint")["Properties"]["EndpointName"] == "Prod-Serving-image-classifier"
 
 
 def test_endpoint_storage_is_encrypted_with_the_artifact_key_on_ebs_instances(eia_app):
@@ -93,7 +94,7 @@ def test_execution_role_has_full_access_plus_scoped_grants(eia_app):
     assert "/models/image-classifier/*" in policy  # artifact read is scoped to this model's prefix
     assert "kms:Decrypt" in policy
     assert "repository/pytorch-inference-eia" in policy and ":763104351884:" in policy
-    assert "/aws/sagemaker/Endpoints/*" in policy
+    assert "/aws/sagemaker/Endpoints/Dev-Serving-image-classifier" in policy
 
 
 def test_full_access_switch_leaves_only_scoped_grants(tmp_path):
@@ -145,6 +146,92 @@ def test_prod_data_is_retained_and_protected_dev_is_disposable(eia_app):
 def test_serving_stack_holds_no_stateful_resources(eia_app):
     resources = eia_app.template("prod", "Serving").to_json()["Resources"]
     assert not [r for r in resources.values() if r["Type"] in ("AWS::S3::Bucket", "AWS::KMS::Key")]
+
+
+# ------------------------------------------------------------ safe updates: alarms, dashboard, blue/green, tags
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_endpoint_has_error_and_latency_alarms_on_its_name(eia_app, env):
+    template = eia_app.template(env, "Serving")
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()}
+    assert set(alarms) == {"Invocation5XXErrors", "ModelLatency"}
+    endpoint = f"{env.capitalize()}-Serving-image-classifier"
+    for alarm in alarms.values():
+        assert alarm["Namespace"] == "AWS/SageMaker"
+        assert {"Name": "EndpointName", "Value": endpoint} in alarm["Dimensions"]
+        assert "AlarmName" not in alarm
+    assert alarms["ModelLatency"]["Threshold"] == 1000 * 1000  # 1000 ms in SageMaker's microseconds
+    assert alarms["ModelLatency"]["ExtendedStatistic"] == "p90"
+    dashboard = _only(template, "AWS::CloudWatch::Dashboard")["Properties"]
+    assert "DashboardName" not in dashboard
+    assert endpoint in json.dumps(dashboard["DashboardBody"])
+
+
+def test_eia_endpoints_update_all_at_once_without_a_deployment_config(eia_app):
+    endpoint = _only(eia_app.template("prod", "Serving"), "AWS::SageMaker::Endpoint")["Properties"]
+    assert "DeploymentConfig" not in endpoint
+
+
+def test_gpu_endpoints_shift_traffic_by_canary_and_roll_back_on_the_alarms(gpu_app):
+    template = gpu_app.template("prod", "Serving")
+    config = _only(template, "AWS::SageMaker::Endpoint")["Properties"]["DeploymentConfig"]
+    policy = config["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY", "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10}, "WaitIntervalInSeconds": 300,
+    }
+    assert (policy["TerminationWaitInSeconds"], policy["MaximumExecutionTimeoutInSeconds"]) == (120, 3600)
+    rollback = config["AutoRollbackConfiguration"]["Alarms"]
+    assert sorted(a["AlarmName"]["Ref"] for a in rollback) == sorted(template.find_resources("AWS::CloudWatch::Alarm"))
+    # SageMaker reads those alarms during the update with the endpoint's execution role.
+    statements = [s for p in template.find_resources("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    describe = [s for s in statements if s["Action"] == "cloudwatch:DescribeAlarms"]
+    assert len(describe) == 1 and len(describe[0]["Resource"]) == 2
+    assert all("Fn::GetAtt" in r and r["Fn::GetAtt"][1] == "Arn" for r in describe[0]["Resource"])
+
+
+def test_linear_shifting_is_one_line_of_config(tmp_path):
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    config = make_config(
+        tmp_path / "config",
+        lambda m: m["serving"].update(profile="cpu", deployment={"strategy": "linear", "linear_step_percent": 20, "wait_seconds": 120}),
+    )
+    build_for(config, tmp_path / "artifacts")
+    app = SynthesizedApp(config, tmp_path / "artifacts", tmp_path / "out")
+    routing = _only(app.template("dev", "Serving"), "AWS::SageMaker::Endpoint")["Properties"]["DeploymentConfig"][
+        "BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing == {"Type": "LINEAR", "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 20}, "WaitIntervalInSeconds": 120}
+
+
+# Resource types CloudFormation cannot tag (or CDK's Tags aspect does not reach).
+UNTAGGABLE = {
+    "AWS::IAM::Policy", "AWS::S3::BucketPolicy", "AWS::KMS::Alias", "AWS::Lambda::LayerVersion", "Custom::CDKBucketDeployment",
+    "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard", "Custom::S3AutoDeleteObjects",
+}
+
+
+# CDK writes its custom-resource providers as raw CfnResources that Tags.of cannot reach; the stack
+# tags cover them (CloudFormation propagates stack tags to every resource it can tag).
+PROVIDER_PREFIX = "CustomS3AutoDeleteObjectsCustomResourceProvider"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_cost_allocation_tags_on_every_taggable_resource(eia_app, env):
+    stage = eia_app.stages[env]
+    for stack in ("ArtifactStore", "Serving"):
+        stack_tags = getattr(stage, "artifact_store" if stack == "ArtifactStore" else "serving").tags.tag_values()
+        assert stack_tags == {"project": "sagemaker-eia-serving", "environment": env}
+        for logical_id, resource in eia_app.template(env, stack).to_json()["Resources"].items():
+            if resource["Type"] in UNTAGGABLE or logical_id.startswith(PROVIDER_PREFIX):
+                continue
+            tags = resource["Properties"].get("Tags")
+            tags = {t["Key"]: t["Value"] for t in tags} if isinstance(tags, list) else tags or {}
+            assert tags.get("project") == "sagemaker-eia-serving", (stack, logical_id, resource["Type"])
+            assert tags.get("environment") == env, (stack, logical_id)
+            if stack == "Serving" and "ImageClassifier" in logical_id:
+                assert tags.get("model") == "image-classifier", (logical_id, resource["Type"])
 
 
 # ------------------------------------------------------------ the GPU successor profile

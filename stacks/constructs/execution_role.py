@@ -1,5 +1,9 @@
-"""The IAM role SageMaker assumes to pull the image, read the artifact and write logs and metrics."""
+"""The IAM role SageMaker assumes to pull the image, read the artifact, write logs and metrics,
+and read the alarms that roll back a blue/green update."""
+from typing import Sequence
+
 from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -17,6 +21,8 @@ class ModelExecutionRole(Construct):
         bucket_arn_export: str,
         artifact_prefix: str,
         image_uri: str,
+        endpoint_name: str,
+        rollback_alarms: Sequence[cloudwatch.IAlarm],
         attach_sagemaker_full_access: bool,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -49,15 +55,22 @@ class ModelExecutionRole(Construct):
             )
         )
         self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
-        log_groups = stack.format_arn(
-            service="logs", resource="log-group", resource_name="/aws/sagemaker/Endpoints/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        log_group = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{endpoint_name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[log_groups],
+                resources=[log_group, f"{log_group}:*"],
             )
         )
+        if rollback_alarms:  # SageMaker reads them during a blue/green update
+            self.role.add_to_policy(
+                iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in rollback_alarms])
+            )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -77,8 +90,8 @@ class ModelExecutionRole(Construct):
             ),
             ("AwsSolutions::AwsSolutions-IAM5[Resource::*]", "ecr:GetAuthorizationToken has no resource; PutMetricData is limited by namespace."),
             (
-                f"AwsSolutions::AwsSolutions-IAM5[Resource::{log_groups}]",
-                "SageMaker names endpoint log groups after the endpoint, which CloudFormation generates.",
+                f"AwsSolutions::AwsSolutions-IAM5[Resource::{log_group}:*]",
+                "The log streams of this endpoint's own log group; SageMaker names them per instance.",
             ),
         ]
         for rule_id, reason in acknowledgments:

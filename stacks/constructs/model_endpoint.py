@@ -1,10 +1,13 @@
 """SageMaker Model, EndpointConfig and Endpoint for one model deployment.
 
-No physical names: an EndpointConfig is immutable, so any change must be able to replace it.
+The Model and EndpointConfig have no physical names: an EndpointConfig is immutable, so any change
+must be able to replace it. The Endpoint has a stable name (<stack>-<model>) that clients call and
+alarms watch; changing its config updates it in place, so the name never blocks a replacement.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 from aws_cdk import Acknowledgment, Annotations, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
@@ -24,6 +27,8 @@ class ModelEndpoint(Construct):
         construct_id: str,
         *,
         deployment: ModelDeployment,
+        endpoint_name: str,
+        rollback_alarms: Sequence[cloudwatch.IAlarm],
         model_data_url: str,
         role: iam.IRole,
         volume_key: Optional[kms.IKey],
@@ -59,7 +64,13 @@ class ModelEndpoint(Construct):
                 )
             ],
         )
-        self.endpoint = sagemaker.CfnEndpoint(self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name)
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=_blue_green(deployment, rollback_alarms),
+        )
 
         if target.profile == "eia":
             self._explain_elastic_inference(deployment, config_file)
@@ -82,3 +93,30 @@ class ModelEndpoint(Construct):
             f"({successor.instance_type}, pytorch-inference {successor.framework_version} GPU image). "
             "EIA endpoints update all at once (no blue/green traffic shifting).",
         )
+
+
+TRAFFIC_ROUTING = {"canary": "CANARY", "linear": "LINEAR", "all_at_once": "ALL_AT_ONCE"}
+
+
+def _blue_green(deployment: ModelDeployment, alarms: Sequence[cloudwatch.IAlarm]):
+    """Blue/green with rollback on the alarms; None for EIA, which only ever updated all at once."""
+    if deployment.target.profile == "eia":
+        return None
+    spec = deployment.spec.serving.deployment
+    strategy = deployment.deployment_strategy
+    percent = sagemaker.CfnEndpoint.CapacitySizeProperty
+    return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+        blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+            traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                type=TRAFFIC_ROUTING[strategy],
+                canary_size=percent(type="CAPACITY_PERCENT", value=spec.canary_percent) if strategy == "canary" else None,
+                linear_step_size=percent(type="CAPACITY_PERCENT", value=spec.linear_step_percent) if strategy == "linear" else None,
+                wait_interval_in_seconds=spec.wait_seconds,
+            ),
+            termination_wait_in_seconds=spec.termination_wait_seconds,
+            maximum_execution_timeout_in_seconds=spec.maximum_execution_timeout_seconds,
+        ),
+        auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+            alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=alarm.alarm_name) for alarm in alarms]
+        ),
+    )
