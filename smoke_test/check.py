@@ -1,0 +1,205 @@
+"""The smoke test's steps: the endpoint is InService, answers the example image, and the answer is well formed.
+
+Every failure becomes a SmokeTestFailure whose text is one line: what went wrong (where to look).
+"""
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
+                                 NoCredentialsError, NoRegionError, ReadTimeoutError)
+
+from local_serving.client import base64_image_request, example_image
+
+CONTENT_TYPES = ("image/jpeg", "application/json")
+TOP_K = 5  # the handler answers at most the 5 best classes per image (inference_src/inference.py, _top_k)
+ROLE_SESSION_NAME = "smoke-test"  # shows in the endpoint account's CloudTrail as who called
+
+
+class SmokeTestFailure(Exception):
+    def __init__(self, what: str, investigate: str):
+        super().__init__(f"{what} ({investigate})")
+
+
+class BadAnswer(ValueError):
+    """The endpoint answered 200, but not with the documented response format."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    classes: int
+    top_class: int
+    top_score: float
+
+
+def make_clients(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60, sts_client=None):
+    """sagemaker and sagemaker-runtime clients; with role_arn, as that role (the endpoint is in the stage's account)."""
+    # Few retries and a bounded wait: a smoke test should fail fast and clearly, not hang the pipeline.
+    config = Config(connect_timeout=10, read_timeout=timeout, retries={"mode": "standard", "total_max_attempts": 2})
+    session = boto3.session.Session(region_name=region)
+    if role_arn:
+        session = _assumed_role_session(sts_client or session.client("sts", config=config), role_arn, region)
+    with aws_call("create AWS clients", "pass --region or set AWS_REGION"):
+        return session.client("sagemaker", config=config), session.client("sagemaker-runtime", config=config)
+
+
+def _assumed_role_session(sts, role_arn: str, region: Optional[str]) -> boto3.session.Session:
+    hint = "the build's role needs sts:AssumeRole on it, and the role's trust policy must allow the pipeline account"
+    with aws_call(f"assume role {role_arn}", hint):
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME)["Credentials"]
+    return boto3.session.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=region,
+    )
+
+
+def run_smoke_test(sagemaker, runtime, endpoint_name: str, expected_classes: Optional[int] = None,
+                   content_type: str = "image/jpeg", log=print) -> Answer:
+    log(f"describe {endpoint_name}: {check_in_service(sagemaker, endpoint_name)}")
+    body = example_payload(content_type)
+    status, answer_body, elapsed_ms = invoke(runtime, endpoint_name, body, content_type)
+    log(f"invoke {endpoint_name} ({content_type}, {len(body)} bytes): {status} in {elapsed_ms} ms")
+    try:
+        answer = check_answer(answer_body, expected_classes)
+    except BadAnswer as problem:
+        raise SmokeTestFailure(f"unexpected answer from {endpoint_name}: {problem}", "the format is in README.md "
+                               f"'Request and response formats'; see {log_group(endpoint_name)}")
+    log(f"ok: shape [1, {answer.classes}], top class {answer.top_class} ({answer.top_score:.4f})")
+    return answer
+
+
+def check_in_service(sagemaker, endpoint_name: str) -> str:
+    with aws_call(f"describe endpoint {endpoint_name} in {sagemaker.meta.region_name}",
+                  "the caller needs sagemaker:DescribeEndpoint in the endpoint's account"):
+        endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    status = endpoint["EndpointStatus"]
+    if status != "InService":
+        reason = f": {one_line(endpoint['FailureReason'])}" if endpoint.get("FailureReason") else ""
+        raise SmokeTestFailure(f"endpoint {endpoint_name} is {status}, not InService{reason}",
+                               f"aws sagemaker describe-endpoint --endpoint-name {endpoint_name}; "
+                               f"see {log_group(endpoint_name)}")
+    return status
+
+
+def example_payload(content_type: str) -> bytes:
+    image = example_image("JPEG")
+    return base64_image_request([image]) if content_type == "application/json" else image
+
+
+def invoke(runtime, endpoint_name: str, body: bytes, content_type: str) -> Tuple[int, bytes, int]:
+    """(HTTP status, answer body, milliseconds); SageMaker raises for anything but 2xx."""
+    started = time.monotonic()
+    with aws_call(f"invoke endpoint {endpoint_name} in {runtime.meta.region_name}",
+                  f"the caller needs sagemaker:InvokeEndpoint; see {log_group(endpoint_name)}"):
+        response = runtime.invoke_endpoint(EndpointName=endpoint_name, ContentType=content_type,
+                                           Accept="application/json", Body=body)
+        answer_body = response["Body"].read()  # inside: reading the stream can time out too
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    return response["ResponseMetadata"]["HTTPStatusCode"], answer_body, elapsed_ms
+
+
+def check_answer(body: bytes, expected_classes: Optional[int] = None) -> Answer:
+    """{"shape": [1, C], "predictions": [[{"class", "score"}, ...]]}, as inference_src/inference.py writes it."""
+    try:
+        answer = json.loads(body)
+    except ValueError:  # also covers bytes that are not UTF-8
+        raise BadAnswer(f"not JSON: {preview(body)}") from None
+    if not isinstance(answer, dict):
+        raise BadAnswer(f"not a JSON object: {preview(answer)}")
+    classes = _checked_classes(answer.get("shape"), expected_classes)
+    rows = answer.get("predictions")
+    if not isinstance(rows, list) or len(rows) != 1:
+        raise BadAnswer(f"'predictions' should be a list of 1 row (1 image sent), got {preview(rows)}")
+    best = _checked_row(rows[0], classes)
+    return Answer(classes, best["class"], best["score"])
+
+
+def _checked_classes(shape, expected_classes: Optional[int]) -> int:
+    is_pair_of_ints = isinstance(shape, list) and len(shape) == 2 and all(map(_is_int, shape))
+    if not (is_pair_of_ints and shape[0] == 1 and shape[1] >= 1):
+        raise BadAnswer(f"'shape' should be [1, classes], got {preview(shape)}")
+    if expected_classes is not None and shape[1] != expected_classes:
+        raise BadAnswer(f"shape {shape} has {shape[1]} classes, expected {expected_classes} (--expected-classes)")
+    return shape[1]
+
+
+def _checked_row(row, classes: int) -> dict:
+    most = min(TOP_K, classes)
+    if not isinstance(row, list) or not 1 <= len(row) <= most:
+        raise BadAnswer(f"a prediction row should list 1 to {most} classes, got {preview(row)}")
+    for entry in row:
+        if not (isinstance(entry, dict) and _is_int(entry.get("class")) and 0 <= entry["class"] < classes
+                and _is_number(entry.get("score")) and 0 <= entry["score"] <= 1):
+            raise BadAnswer(f"each prediction should be {{\"class\": int in [0, {classes}), \"score\": 0..1}}, "
+                            f"got {preview(entry)}")
+    scores = [entry["score"] for entry in row]
+    if scores != sorted(scores, reverse=True):
+        raise BadAnswer(f"predictions are not sorted by descending score: {scores}")
+    if len({entry["class"] for entry in row}) != len(row):
+        raise BadAnswer(f"a class appears twice: {preview(row)}")
+    return row[0]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a class
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@contextmanager
+def aws_call(step: str, investigate: str) -> Iterator[None]:
+    """botocore's exceptions as SmokeTestFailure; `investigate` is the hint when nothing more specific fits."""
+    try:
+        yield
+    except ClientError as error:
+        raise _client_failure(step, error, investigate) from error
+    except NoCredentialsError as error:
+        raise SmokeTestFailure(f"{step}: no AWS credentials",
+                               "in CodeBuild check the project's service role; locally set AWS_PROFILE") from error
+    except NoRegionError as error:
+        raise SmokeTestFailure(f"{step}: no AWS region", "pass --region or set AWS_REGION") from error
+    except (ReadTimeoutError, ConnectTimeoutError) as error:
+        raise SmokeTestFailure(f"{step}: timed out: {error}",
+                               f"raise --timeout if the model is slow; {investigate}") from error
+    except EndpointConnectionError as error:
+        raise SmokeTestFailure(f"{step}: {error}", "check the region and that the build can reach AWS APIs") from error
+    except BotoCoreError as error:
+        raise SmokeTestFailure(f"{step}: {one_line(str(error))}", investigate) from error
+
+
+def _client_failure(step: str, error: ClientError, investigate: str) -> SmokeTestFailure:
+    code = error.response.get("Error", {}).get("Code", "")
+    message = one_line(error.response.get("Error", {}).get("Message", ""))
+    if code == "ModelError":  # the container answered 4xx/5xx: its own status and body are what matter
+        original = one_line(error.response.get("OriginalMessage") or message)
+        log_stream = error.response.get("LogStreamArn")
+        status = error.response.get("OriginalStatusCode", "?")
+        return SmokeTestFailure(f"{step}: the model answered {status}: {original}",
+                                f"see log stream {log_stream}" if log_stream else investigate)
+    if code == "ValidationException" and "Could not find endpoint" in message:
+        return SmokeTestFailure(f"{step}: {message}", "check --endpoint-name, --region "
+                                                      "and that --assume-role-arn is the stage account's role")
+    return SmokeTestFailure(f"{step}: {code}: {message}", investigate)
+
+
+def log_group(endpoint_name: str) -> str:
+    return f"CloudWatch log group /aws/sagemaker/Endpoints/{endpoint_name}"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Container errors may carry tracebacks: keep the failure to one readable line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def preview(value, limit: int = 120) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else json.dumps(value)
+    return one_line(text, limit)
