@@ -16,11 +16,9 @@ DESCRIPTION = "Check that a deployed SageMaker endpoint is InService and classif
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m smoke_test", description=DESCRIPTION)
-    parser.add_argument("--endpoint-name", default=os.environ.get("ENDPOINT_NAME"), metavar="NAME",
-                        help="default: $ENDPOINT_NAME")
-    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                        help="default: $AWS_REGION, then $AWS_DEFAULT_REGION")
-    parser.add_argument("--assume-role-arn", default=os.environ.get("SMOKE_TEST_ROLE_ARN") or None, metavar="ARN",
+    parser.add_argument("--endpoint-name", metavar="NAME", help="default: $ENDPOINT_NAME")
+    parser.add_argument("--region", help="default: $AWS_REGION, then $AWS_DEFAULT_REGION")
+    parser.add_argument("--assume-role-arn", metavar="ARN",
                         help="role in the endpoint's account to call it as; default: $SMOKE_TEST_ROLE_ARN, else none")
     parser.add_argument("--expected-classes", type=positive_int, metavar="N",
                         help="the model's number of classes; default: any")
@@ -29,6 +27,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
                         help="wait this long for an answer (default: %(default)s, SageMaker's own limit)")
     args = parser.parse_args(argv)
+    # An empty value counts as not given: build specs pass "$VARIABLE", which may be unset.
+    args.endpoint_name = args.endpoint_name or os.environ.get("ENDPOINT_NAME")
+    args.region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    args.assume_role_arn = args.assume_role_arn or os.environ.get("SMOKE_TEST_ROLE_ARN") or None
     if not args.endpoint_name:
         parser.error("missing endpoint name: pass --endpoint-name or set ENDPOINT_NAME")
     return args

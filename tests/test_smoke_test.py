@@ -315,11 +315,13 @@ def test_a_refused_assume_role_says_what_to_grant():
     assert "sts:AssumeRole" in str(failure.value) and "trust policy" in str(failure.value)
 
 
-@pytest.mark.parametrize("region_env, expected_region", [
-    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-west-2"}, "eu-west-1"),
-    ({"AWS_DEFAULT_REGION": "us-west-2"}, "us-west-2"),
+@pytest.mark.parametrize("args, region_env, expected_region", [
+    ([], {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-west-2"}, "eu-west-1"),
+    ([], {"AWS_DEFAULT_REGION": "us-west-2"}, "us-west-2"),
+    # a build spec's "$VARIABLE" that expands to nothing
+    (["--endpoint-name", "", "--region", "", "--assume-role-arn", ""], {"AWS_REGION": "eu-west-1"}, "eu-west-1"),
 ])
-def test_the_cli_reads_its_settings_from_the_environment(monkeypatch, capsys, region_env, expected_region):
+def test_the_cli_reads_its_settings_from_the_environment(monkeypatch, capsys, args, region_env, expected_region):
     monkeypatch.setenv("ENDPOINT_NAME", "image-classifier-prod")
     monkeypatch.setenv("SMOKE_TEST_ROLE_ARN", ROLE_ARN)
     for name, value in region_env.items():
@@ -333,15 +335,16 @@ def test_the_cli_reads_its_settings_from_the_environment(monkeypatch, capsys, re
     with stubbed.sagemaker_stub, stubbed.runtime_stub:
         stubbed.describes(name="image-classifier-prod")
         stubbed.answers(GOOD_ANSWER, name="image-classifier-prod")
-        assert main(["--timeout", "12"], clients=clients) == 0
+        assert main([*args, "--timeout", "12"], clients=clients) == 0
         stubbed.sagemaker_stub.assert_no_pending_responses()
         stubbed.runtime_stub.assert_no_pending_responses()
     assert asked_for == [(expected_region, ROLE_ARN, 12.0)]
 
 
-def test_a_missing_endpoint_name_is_a_usage_error(capsys):
+@pytest.mark.parametrize("args", [[], ["--endpoint-name", ""]])
+def test_a_missing_endpoint_name_is_a_usage_error(capsys, args):
     with pytest.raises(SystemExit) as exit_:
-        main([], clients=lambda *_: pytest.fail("no clients without an endpoint name"))
+        main(args, clients=lambda *_: pytest.fail("no clients without an endpoint name"))
 
     assert exit_.value.code == 2
     assert "missing endpoint name: pass --endpoint-name or set ENDPOINT_NAME" in capsys.readouterr().err
