@@ -28,8 +28,9 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed  ## venv with pinned deps + the local CDK CLI
 
+# RUNTIME_EXPORT=DIR packages TorchScript converted in the runtime's own image (what the pipeline does).
 artifacts: setup  ## build model.tar.gz + manifest.json for every configured model
-	$(PY) -m model_artifacts build --out $(ARTIFACTS_DIR)
+	$(PY) -m model_artifacts build --out $(ARTIFACTS_DIR) $(if $(RUNTIME_EXPORT),--runtime-export $(RUNTIME_EXPORT))
 
 # '**' selects the stacks inside every Stage; without a selection the CLI skips policy validation.
 synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-nag and cfn-lint
@@ -39,7 +40,7 @@ synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-
 # E3002: the acknowledged EIA AcceleratorType (tests/test_stacks.py asserts it is the only one).
 # W3005: CDK's own custom-resource providers add a DependsOn that a GetAtt already implies; harmless.
 lint:  ## cfn-lint every synthesized template
-	$(VENV)/bin/cfn-lint --ignore-checks E3002 W3005 -- cdk.out/assembly-*/*.template.json
+	$(VENV)/bin/cfn-lint --ignore-checks E3002 W3005 -- cdk.out/*.template.json cdk.out/assembly-*/*.template.json
 
 serve: artifacts  ## serve the example model on localhost:$(PORT) with the real SageMaker PyTorch serving stack
 	$(PY) -m local_serving serve --port $(PORT)

@@ -16,7 +16,7 @@ def main() -> int:
     artifacts_dir = Path(app.node.try_get_context("artifacts_dir") or "build/artifacts")
     try:
         config = load_config(config_dir)
-        config = config.with_accounts(_real_accounts(app, [env.name for env in config.environments]))
+        config = config.with_accounts(_real_accounts(app, [env.name for env in config.environments] + ["pipeline"]))
         add_stages(app, config, artifacts_dir=artifacts_dir, config_dir=config_dir)
     except ConfigError as error:
         print(f"\nConfiguration error (nothing was synthesized):\n{error}\n", file=sys.stderr)

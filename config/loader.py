@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
-from config.schema import AppConfig, EnvironmentConfig, EnvironmentSpec, ModelDeployment, ModelSpec, ScalingSpec
+from config.schema import AppConfig, EnvironmentConfig, EnvironmentSpec, ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec
 from config.serving_targets import resolve_target
 
 # Promotion order; environments not named here follow, alphabetically.
@@ -43,7 +43,29 @@ def load_config(directory: str | Path = "config") -> AppConfig:
                 models=tuple(deployments),
             )
         )
-    return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()})
+    pipeline = _load_pipeline(directory / "pipeline.yaml", [env.name for env in environments])
+    return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()}, pipeline=pipeline)
+
+
+def _load_pipeline(path: Path, environment_names: List[str]) -> Optional[PipelineSpec]:
+    """config/pipeline.yaml is optional: without it the app has no pipeline stack."""
+    if not path.is_file():
+        return None
+    spec: PipelineSpec = _parse(path, PipelineSpec)
+    for key in ("manual_approval_before", "smoke_test_after"):
+        unknown = [name for name in getattr(spec, key) if name not in environment_names]
+        if unknown:
+            raise ConfigError(
+                f"{_display(path)}: {key} names {', '.join(map(repr, unknown))}, which is not an environment; "
+                f"environments: {', '.join(environment_names)}"
+            )
+    return spec
+
+
+def resolve_in_region(name: str, spec: ModelSpec, region: str) -> ModelDeployment:
+    """A model's deployment resolved for another region, e.g. the pipeline's (its image registry)."""
+    target = resolve_target(spec, region, f"models/{name}.yaml", "pipeline.yaml")
+    return ModelDeployment(name=name, spec=spec, target=target, scaling=spec.scaling)
 
 
 def _promotion_key(path: Path) -> Tuple[int, str]:

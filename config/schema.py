@@ -122,12 +122,31 @@ class ModelSpec(_Strict):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
 
 
+ACCOUNT_PATTERN = r"^\d{12}$"
+REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
+
+
 class EnvironmentSpec(_Strict):
-    account: str = Field(pattern=r"^\d{12}$")
-    region: str = Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+    account: str = Field(pattern=ACCOUNT_PATTERN)
+    region: str = Field(pattern=REGION_PATTERN)
     retain_data: bool = False
     termination_protection: bool = False
     scaling: ScalingOverride = Field(default_factory=ScalingOverride)
+
+
+class PipelineSpec(_Strict):
+    """config/pipeline.yaml: the delivery pipeline, in a tools account, promoting one commit."""
+
+    account: str = Field(pattern=ACCOUNT_PATTERN)
+    region: str = Field(pattern=REGION_PATTERN)
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # owner/name
+    branch: str = Field(min_length=1)
+    # CodeConnections (formerly CodeStar Connections); CodeCommit is closed to new customers.
+    connection_arn: str = Field(
+        pattern=r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}$"
+    )
+    manual_approval_before: Tuple[str, ...] = ("prod",)
+    smoke_test_after: Tuple[str, ...] = ("staging", "prod")
 
 
 # ---------------------------------------------------------------- resolved, per environment
@@ -182,15 +201,23 @@ class EnvironmentConfig:
 class AppConfig:
     environments: Tuple[EnvironmentConfig, ...]
     models: Dict[str, ModelSpec]
+    pipeline: Optional[PipelineSpec] = None
 
     def with_accounts(self, accounts: Dict[str, str]) -> "AppConfig":
-        """Replace placeholder account ids with real ones (validated like the YAML values)."""
+        """Replace placeholder account ids with real ones (validated like the YAML values).
+
+        Keys are environment names, plus "pipeline" for the tools account.
+        """
         for name, account in accounts.items():
             if not re.fullmatch(r"\d{12}", account):
-                raise ConfigError(f"account for environment {name!r} (from -c {name}_account or {name.upper()}_ACCOUNT_ID) must be 12 digits, got {account!r}")
+                raise ConfigError(f"account for {name!r} (from -c {name}_account or {name.upper()}_ACCOUNT_ID) must be 12 digits, got {account!r}")
+        pipeline = self.pipeline
+        if pipeline is not None and "pipeline" in accounts:
+            pipeline = pipeline.model_copy(update={"account": accounts["pipeline"]})
         return replace(
             self,
             environments=tuple(replace(env, account=accounts.get(env.name, env.account)) for env in self.environments),
+            pipeline=pipeline,
         )
 
     def environment(self, name: str) -> EnvironmentConfig:

@@ -9,7 +9,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from config.errors import ConfigError
 from config.schema import ModelSpec, ProfileSettings, ServingTarget
@@ -35,6 +35,12 @@ EIA_SUCCESSOR_PROFILE = "gpu"
 
 _INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)$")
 _LOCAL_STORAGE_FILE = Path(__file__).parent / "data" / "local_storage_instance_families.json"
+
+
+def image_registry_and_repository(image_uri: str) -> Tuple[str, str]:
+    """`<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>` -> (account, repository)."""
+    host, _, path = image_uri.partition("/")
+    return host.split(".")[0], path.split(":")[0]
 
 
 def instance_family(instance_type: str) -> str:

@@ -22,6 +22,11 @@ def main(argv: List[str]) -> int:
     build.add_argument("--config", default="config", help="config directory (default: config)")
     build.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: build/artifacts)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
+    build.add_argument(
+        "--runtime-export",
+        help="package TorchScript converted by the serving runtime's own torch (DIR/<model>/ from "
+        "`python -m model_artifacts.runtime_export`, run in the runtime's image) instead of converting here",
+    )
     args = parser.parse_args(argv)
     _ensure_fixed_hash_seed(argv)
 
@@ -30,13 +35,13 @@ def main(argv: List[str]) -> int:
     from model_artifacts.requests import build_requests
 
     try:
-        requests = build_requests(load_config(args.config), only=args.model)
+        requests = build_requests(load_config(args.config), only=args.model, runtime_export_dir=args.runtime_export)
+        for request in requests:
+            manifest = build_artifact(request, Path(args.out) / request.name, progress=stderr_progress)
+            print(f"{request.name}: {Path(args.out) / request.name / manifest['artifact']} sha256={manifest['sha256']}")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for request in requests:
-        manifest = build_artifact(request, Path(args.out) / request.name, progress=stderr_progress)
-        print(f"{request.name}: {Path(args.out) / request.name / manifest['artifact']} sha256={manifest['sha256']}")
     return 0
 
 

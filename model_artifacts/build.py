@@ -9,7 +9,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from config import ConfigError
 from model_artifacts import torchscript
+from model_artifacts.runtime_export import EXPORT_INFO_FILE, EXPORTED_MODEL_FILE, convert
 from model_artifacts.example_models import build_example_model
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
@@ -29,6 +31,8 @@ class BuildRequest:
     target_framework_version: str
     target_profile: str
     image_preprocessing: dict  # read back by the handler for JPEG/PNG requests
+    # A TorchScript archive converted by the runtime's own torch (runtime_export); None: convert here.
+    runtime_export: Optional[Path] = None
 
 
 Progress = Callable[[str], None]
@@ -45,18 +49,28 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
 
     with step("load model"):
         eager = build_example_model(request.model)
-        example = torch.zeros(tuple(request.input_shape))
-    with step(f"convert to TorchScript ({request.recipe})"):
-        module = torchscript.convert(eager, request.recipe, example)
-        model_info = {
-            "input_shape": list(request.input_shape),
-            "dtype": "float32",
-            "model": request.model,
-            "image_preprocessing": request.image_preprocessing,
-        }
-        archive = torchscript.save_reproducibly(module, {MODEL_INFO_FILE: json.dumps(model_info, sort_keys=True)})
-    with step("parity check against eager outputs"):
-        parity = torchscript.check_parity(eager, archive, request.input_shape)
+    model_info = {
+        "input_shape": list(request.input_shape),
+        "dtype": "float32",
+        "model": request.model,
+        "image_preprocessing": request.image_preprocessing,
+    }
+    extra_files = {MODEL_INFO_FILE: json.dumps(model_info, sort_keys=True)}
+    if request.runtime_export:
+        with step(f"take the runtime's TorchScript ({request.recipe}) from {request.runtime_export}"):
+            exported = _runtime_export(request)
+            archive = torchscript.normalize((request.runtime_export / EXPORTED_MODEL_FILE).read_bytes(), extra_files)
+            build_torch_version = exported["torch_version"]
+        with step("parity check (done by the runtime's torch when it exported)"):
+            parity = {"max_abs_error": exported["max_abs_error"], "atol": 1e-4, "rtol": 0.0, "checked_with_torch": build_torch_version}
+    else:
+        with step(f"convert to TorchScript ({request.recipe})"):
+            module = convert(eager, request.recipe, torch.zeros(tuple(request.input_shape)))
+            archive = torchscript.save_reproducibly(module, extra_files)
+            build_torch_version = torch.__version__.split("+")[0]
+        with step("parity check against eager outputs"):
+            report = torchscript.check_parity(eager, archive, request.input_shape)
+            parity = {"max_abs_error": report.max_abs_error, "atol": report.atol, "rtol": report.rtol, "checked_with_torch": build_torch_version}
     with step("package model.tar.gz"):
         handler = HANDLER_FILE.read_bytes()
         requirements = (HANDLER_FILE.parent / "requirements.txt").read_bytes()
@@ -75,17 +89,33 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
             "input_shape": list(request.input_shape),
             "dtype": "float32",
             "image_preprocessing": request.image_preprocessing,
-            "build_torch_version": torch.__version__.split("+")[0],
+            "build_torch_version": build_torch_version,
             "torchscript_archive_format_version": torchscript.archive_format_version(archive),
             "target_runtime": {
                 "framework": request.target_framework,
                 "framework_version": request.target_framework_version,
                 "profile": request.target_profile,
             },
-            "parity": {"max_abs_error": parity.max_abs_error, "atol": parity.atol, "rtol": parity.rtol},
+            "parity": parity,
         }
         (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _runtime_export(request: BuildRequest) -> dict:
+    """The export's record, checked against what the configuration asks for."""
+    info_path = request.runtime_export / EXPORT_INFO_FILE
+    if not info_path.is_file() or not (request.runtime_export / EXPORTED_MODEL_FILE).is_file():
+        raise ConfigError(
+            f"model {request.name!r}: no runtime export in {request.runtime_export} ({EXPORTED_MODEL_FILE} + {EXPORT_INFO_FILE}); "
+            "run `python -m model_artifacts.runtime_export` in the serving runtime's image first"
+        )
+    exported = json.loads(info_path.read_text())
+    expected = {"model": request.model, "recipe": request.recipe, "input_shape": list(request.input_shape)}
+    stale = [f"{key}: exported {exported.get(key)!r}, configured {value!r}" for key, value in expected.items() if exported.get(key) != value]
+    if stale:
+        raise ConfigError(f"model {request.name!r}: the runtime export in {request.runtime_export} is stale ({'; '.join(stale)}); export again")
+    return exported
 
 
 class _Steps:

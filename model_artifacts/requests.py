@@ -1,11 +1,13 @@
 """Which artifacts the configuration asks for: one per model, built for its serving runtime."""
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from config import AppConfig, ConfigError
 from model_artifacts.build import BuildRequest
 
 
-def build_requests(config: AppConfig, only: Optional[Sequence[str]] = None) -> List[BuildRequest]:
+def build_requests(config: AppConfig, only: Optional[Sequence[str]] = None, runtime_export_dir: Optional[Path] = None) -> List[BuildRequest]:
+    """One request per model; with `runtime_export_dir`, each takes <dir>/<name>/ from runtime_export."""
     unknown = sorted(set(only or ()) - set(config.models))
     if unknown:
         raise ConfigError(f"--model {', '.join(unknown)}: no such model; configured: {', '.join(config.models)}")
@@ -25,6 +27,7 @@ def build_requests(config: AppConfig, only: Optional[Sequence[str]] = None) -> L
                 target_framework_version=target.framework_version,
                 target_profile=target.profile,
                 image_preprocessing=deployment.spec.build.image_preprocessing.model_dump(mode="json"),
+                runtime_export=Path(runtime_export_dir) / deployment.name if runtime_export_dir else None,
             )
         )
     return requests

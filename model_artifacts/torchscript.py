@@ -4,12 +4,13 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 SERIALIZATION_ID = ".data/serialization_id"
+ARCHIVE_ROOT = "archive/"
 
 
 class ParityError(RuntimeError):
@@ -24,36 +25,37 @@ class ParityReport:
     batch_sizes: Sequence[int]
 
 
-def convert(model: torch.nn.Module, recipe: str, example: torch.Tensor) -> torch.jit.ScriptModule:
-    model = model.eval()
-    if recipe == "trace":
-        # _store_inputs=False: torch 2.x would otherwise ship the example input inside the archive.
-        return torch.jit.trace(model, example, _store_inputs=False)
-    if recipe == "script":
-        return torch.jit.script(model)
-    raise ValueError(f"unknown recipe {recipe!r}; accepted: trace, script")
-
-
 def save_reproducibly(module: torch.jit.ScriptModule, extra_files: Dict[str, str]) -> bytes:
-    """torch.jit.save, minus what differs between machines.
-
-    Saving to a buffer fixes the archive's root folder ("archive", not the file name). The
-    `.debug_pkl` records hold absolute source paths of the model code; TorchScript loads without
-    them, so they are dropped and the zip rewritten with fixed timestamps, in torch's own order.
-    torch derives `.data/serialization_id` from every record it wrote, those paths included, so it
-    is recomputed from the records that remain.
-    """
+    """torch.jit.save, minus what differs between machines (see `normalize`)."""
     buffer = io.BytesIO()
     torch.jit.save(module, buffer, _extra_files=extra_files)
-    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
-    records = [(e.filename, source.read(e)) for e in source.infolist() if not e.filename.endswith(".debug_pkl")]
+    return normalize(buffer.getvalue())
+
+
+def normalize(archive: bytes, extra_files: Optional[Dict[str, str]] = None) -> bytes:
+    """Rewrite a TorchScript archive so that its bytes depend only on the model.
+
+    The root folder becomes "archive" (torch names it after the file it saved to). The
+    `.debug_pkl` records hold absolute source paths of the model code; TorchScript loads without
+    them, so they are dropped and the zip rewritten with fixed timestamps, in torch's own order.
+    `extra_files` are added (or replaced) as torch's `_extra_files` would. torch derives
+    `.data/serialization_id` from every record it wrote, those paths included, so it is recomputed
+    from the records that remain.
+    """
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    records = {}
+    for entry in source.infolist():
+        if not entry.filename.endswith(".debug_pkl"):
+            records[ARCHIVE_ROOT + entry.filename.partition("/")[2]] = source.read(entry)
+    for name, content in (extra_files or {}).items():
+        records[f"{ARCHIVE_ROOT}extra/{name}"] = content.encode()
     digest = hashlib.sha256()
-    for name, content in records:
+    for name, content in records.items():
         if not name.endswith(SERIALIZATION_ID):
             digest.update(name.encode() + b"\0" + content)
     output = io.BytesIO()
     with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as target:
-        for name, content in records:
+        for name, content in records.items():
             if name.endswith(SERIALIZATION_ID):
                 content = str(int(digest.hexdigest(), 16))[:40].encode()  # torch's form: 40 decimal digits
             info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)

@@ -1,12 +1,16 @@
-"""Build the CDK app from a validated configuration: one Stage per environment, checked by cdk-nag."""
+"""Build the CDK app from a validated configuration: one Stage per environment, the delivery
+pipeline that promotes them (when config/pipeline.yaml exists), all checked by cdk-nag."""
 from pathlib import Path
 from typing import Dict
 
-from aws_cdk import App, Validations
+from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from config import AppConfig
+from stacks.pipeline_stack import PipelineStack
 from stacks.serving_stage import ServingStage
+
+PIPELINE_STACK_ID = "Pipeline"
 
 
 def stage_id(environment_name: str) -> str:
@@ -14,10 +18,22 @@ def stage_id(environment_name: str) -> str:
 
 
 def add_stages(app: App, config: AppConfig, *, artifacts_dir: Path, config_dir: Path) -> Dict[str, ServingStage]:
+    pipeline_account = config.pipeline.account if config.pipeline else None
     stages = {
-        env.name: ServingStage(app, stage_id(env.name), environment=env, artifacts_dir=artifacts_dir, config_dir=config_dir)
+        env.name: ServingStage(
+            app, stage_id(env.name), environment=env, artifacts_dir=artifacts_dir, config_dir=config_dir, smoke_test_account=pipeline_account
+        )
         for env in config.environments
     }
+    if config.pipeline:
+        PipelineStack(
+            app,
+            PIPELINE_STACK_ID,
+            config=config,
+            stages=stages,
+            env=Environment(account=config.pipeline.account, region=config.pipeline.region),
+            description="Delivery pipeline: one commit, dev → staging → prod",
+        )
     # cdk-nag 3 runs as a policy-validation plugin: an unacknowledged finding fails synthesis.
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stages

@@ -4,7 +4,7 @@ one dashboard for the stack.
 It can be destroyed and recreated without touching the artifact store.
 """
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
@@ -18,6 +18,7 @@ from stacks.constructs.execution_role import ModelExecutionRole
 from stacks.constructs.model_artifact_upload import ModelArtifactUpload
 from stacks.constructs.model_endpoint import VARIANT_NAME, ModelEndpoint
 from stacks.constructs.serving_dashboard import ServingDashboard
+from stacks.constructs.smoke_test_role import SmokeTestRole
 from stacks.runtime_compatibility import warn_if_runtime_older
 
 
@@ -31,12 +32,14 @@ class ServingStack(Stack):
         artifact_store: ArtifactStoreStack,
         artifacts_dir: Path,
         config_dir: Path,
+        smoke_test_account: Optional[str] = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         store = artifact_store.import_into(self)
         dashboard = ServingDashboard(self, "Dashboard")
         self.endpoint_outputs = {}
+        endpoints = []
         for deployment in deployments:
             model_scope = Construct(self, _pascal(deployment.name))
             Tags.of(model_scope).add("model", deployment.name)  # cost allocation per model
@@ -80,10 +83,15 @@ class ServingStack(Stack):
             EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
             warn_if_runtime_older(endpoint.model, deployment, artifact)
             dashboard.add_endpoint(deployment.name, endpoint_name, VARIANT_NAME, alarms.alarms)
+            endpoints.append(endpoint.endpoint)
             # The pipeline's smoke test reads this output to find the endpoint.
             self.endpoint_outputs[deployment.name] = CfnOutput(
                 model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}"
             )
+
+        self.smoke_test_role = None
+        if smoke_test_account:
+            self.smoke_test_role = SmokeTestRole(self, "SmokeTest", pipeline_account=smoke_test_account, endpoints=endpoints)
 
 
 def _pascal(name: str) -> str:

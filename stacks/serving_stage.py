@@ -1,5 +1,6 @@
 """One environment: the stateful artifact store and the stateless serving stack."""
 from pathlib import Path
+from typing import Optional
 
 from aws_cdk import Environment, Stage, Tags
 from constructs import Construct
@@ -12,7 +13,10 @@ PROJECT_TAG = "sagemaker-eia-serving"
 
 
 class ServingStage(Stage):
-    def __init__(self, scope: Construct, construct_id: str, *, environment: EnvironmentConfig, artifacts_dir: Path, config_dir: Path) -> None:
+    """Deployed by hand (`cdk deploy 'Dev/*'`) and by the pipeline: the same class, the same stacks."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, environment: EnvironmentConfig, artifacts_dir: Path, config_dir: Path,
+                 smoke_test_account: Optional[str] = None) -> None:
         super().__init__(scope, construct_id, env=Environment(account=environment.account, region=environment.region))
         # Cost allocation. Stack tags reach every resource CloudFormation can tag, including the
         # providers CDK writes as raw CfnResources; Tags.of also writes them into each resource.
@@ -32,6 +36,7 @@ class ServingStage(Stage):
             artifact_store=self.artifact_store,
             artifacts_dir=artifacts_dir,
             config_dir=config_dir,
+            smoke_test_account=smoke_test_account,
             description=f"SageMaker endpoints ({environment.name}): stateless",
             tags=cost_tags,
         )

@@ -50,7 +50,11 @@ class SynthesizedApp:
         from stacks.application import add_stages
 
         self.config = load_config(config_dir)
-        self.app = cdk.App(outdir=str(outdir), context=json.loads((REPO / "cdk.json").read_text())["context"])
+        cdk_json = json.loads((REPO / "cdk.json").read_text())
+        # What the CLI adds from cdk.json's top-level settings (pathMetadata defaults on; cfn-lint reads it).
+        context = {**cdk_json["context"], "aws:cdk:enable-path-metadata": True,
+                   "aws:cdk:enable-asset-metadata": cdk_json.get("assetMetadata", True)}
+        self.app = cdk.App(outdir=str(outdir), context=context)
         self.stages = add_stages(self.app, self.config, artifacts_dir=artifacts_dir, config_dir=config_dir)
         self.assembly = self.app.synth()
         self.outdir = outdir

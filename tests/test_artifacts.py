@@ -12,6 +12,7 @@ import torch
 from config import ConfigError, load_config
 from model_artifacts import torchscript
 from model_artifacts.manifest import load_built_artifact
+from model_artifacts.runtime_export import convert
 from tests.conftest import REPO, make_config
 
 
@@ -52,11 +53,11 @@ class DataDependent(torch.nn.Module):
 
 def test_parity_check_catches_a_trace_that_froze_a_branch():
     model = DataDependent().eval()
-    traced = torchscript.convert(model, "trace", torch.zeros(1, 3, 4, 4))
+    traced = convert(model, "trace", torch.zeros(1, 3, 4, 4))
     archive = torchscript.save_reproducibly(traced, {})
     with pytest.raises(torchscript.ParityError, match=r"parity check failed at batch \d: output\[.*try recipe: script"):
         torchscript.check_parity(model, archive, (1, 3, 4, 4))
-    scripted = torchscript.save_reproducibly(torchscript.convert(model, "script", torch.zeros(1, 3, 4, 4)), {})
+    scripted = torchscript.save_reproducibly(convert(model, "script", torch.zeros(1, 3, 4, 4)), {})
     assert torchscript.check_parity(model, scripted, (1, 3, 4, 4)).max_abs_error == 0.0
 
 
@@ -106,3 +107,55 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "serving.profile = 'tpu'" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------ conversion by the serving runtime's own torch
+
+
+def test_runtime_export_stays_valid_python_3_6():
+    """It runs inside the EIA images (Python 3.6, torch 1.5.1), with the example models it imports."""
+    from tests.test_handler import _vermin
+
+    for module in ("runtime_export.py", "example_models.py", "__init__.py"):
+        result = _vermin(REPO / "model_artifacts" / module)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_runtime_export_is_packaged_as_built_by_the_runtime(tmp_path):
+    from model_artifacts.build import build_artifact
+    from model_artifacts.requests import build_requests
+
+    config = make_config(tmp_path / "c")
+    export_dir = tmp_path / "export"
+    command = [sys.executable, "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "script",
+               "--input-shape", "1", "3", "64", "64", "--out", str(export_dir / "image-classifier")]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    exported = json.loads((export_dir / "image-classifier" / "export.json").read_text())
+    exported["torch_version"] = "1.5.1"  # as the EIA image's torch would record it
+    (export_dir / "image-classifier" / "export.json").write_text(json.dumps(exported))
+
+    (request,) = build_requests(load_config(config), runtime_export_dir=export_dir)
+    manifest = build_artifact(request, tmp_path / "out")
+    assert manifest["build_torch_version"] == "1.5.1"  # so synthesis no longer warns about a newer torch
+    assert manifest["parity"]["checked_with_torch"] == "1.5.1"
+    with tarfile.open(tmp_path / "out" / "model.tar.gz") as tar:
+        archive = tar.extractfile("model.pt").read()
+    assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]
+    assert all(name.startswith("archive/") and not name.endswith(".debug_pkl") for name in torchscript.zipfile.ZipFile(torchscript.io.BytesIO(archive)).namelist())
+    assert torchscript.load(archive)(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_a_stale_runtime_export_is_refused_with_the_fix(tmp_path, eia_artifacts):
+    from model_artifacts.build import build_artifact
+    from model_artifacts.requests import build_requests
+
+    export_dir = tmp_path / "export" / "image-classifier"
+    export_dir.mkdir(parents=True)
+    (export_dir / "model.pt").write_bytes(b"")
+    (export_dir / "export.json").write_text(json.dumps({"model": "example-resnet-tiny", "recipe": "trace", "input_shape": [1, 3, 64, 64]}))
+    (request,) = build_requests(load_config(make_config(tmp_path / "c")), runtime_export_dir=tmp_path / "export")
+    with pytest.raises(ConfigError, match="stale .*recipe: exported 'trace', configured 'script'.*export again"):
+        build_artifact(request, tmp_path / "out")
+    (request,) = build_requests(load_config(make_config(tmp_path / "c2")), runtime_export_dir=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="no runtime export .*model_artifacts.runtime_export"):
+        build_artifact(request, tmp_path / "out")

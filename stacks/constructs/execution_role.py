@@ -8,6 +8,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from config.serving_targets import image_registry_and_repository
+
 SAGEMAKER_FULL_ACCESS = "AmazonSageMakerFullAccess"
 
 
@@ -47,7 +49,7 @@ class ModelExecutionRole(Construct):
 
         # Scoped grants: enough to serve without the managed policy.
         bucket.grant_read(self.role, f"{artifact_prefix}*")
-        registry, repository = _registry_and_repository(image_uri)
+        registry, repository = image_registry_and_repository(image_uri)
         self.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
@@ -96,10 +98,4 @@ class ModelExecutionRole(Construct):
         ]
         for rule_id, reason in acknowledgments:
             Validations.of(self.role).acknowledge(Acknowledgment(id=rule_id, reason=reason))
-
-
-def _registry_and_repository(image_uri: str):
-    """`<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>` -> (account, repository)."""
-    host, _, path = image_uri.partition("/")
-    return host.split(".")[0], path.split(":")[0]
 

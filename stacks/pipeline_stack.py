@@ -1,0 +1,62 @@
+"""The delivery pipeline (CDK Pipelines), in the tools account: one commit, dev → staging → prod.
+
+Source (CodeConnections) → RuntimeExport per model (the serving image's own torch) → Synth (make test,
+make synth) → UpdatePipeline (self-mutation) → assets →
+Dev → Staging (+ smoke test) → manual approval → Prod (+ smoke test). The stages are the very
+ServingStage objects app.py synthesizes for hand deployment.
+"""
+from typing import Dict
+
+from aws_cdk import Stack, pipelines
+from aws_cdk import aws_codepipeline as codepipeline
+from constructs import Construct
+
+from config import AppConfig
+from stacks.constructs.pipeline_acknowledgments import acknowledge_pipeline_findings
+from stacks.constructs.smoke_test_role import smoke_test_role_name
+from config.loader import resolve_in_region
+from stacks.pipeline_steps import cdk_cli_version, runtime_export_step, smoke_test_step, synth_step
+from stacks.serving_stage import ServingStage
+
+
+class PipelineStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: AppConfig, stages: Dict[str, ServingStage], **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        spec = config.pipeline
+        source = pipelines.CodePipelineSource.connection(spec.repository, spec.branch, connection_arn=spec.connection_arn)
+        runtime_exports = {
+            name: runtime_export_step(self, source, resolve_in_region(name, model, spec.region)) for name, model in config.models.items()
+        }
+        self.pipeline = pipelines.CodePipeline(
+            self,
+            "Pipeline",
+            synth=synth_step(source, config, runtime_exports),
+            pipeline_type=codepipeline.PipelineType.V2,
+            cross_account_keys=True,  # the stages live in other accounts
+            enable_key_rotation=True,
+            self_mutation=True,
+            cli_version=cdk_cli_version(),
+        )
+        for env in config.environments:
+            stage = stages[env.name]
+            pre = [pipelines.ManualApprovalStep(f"Approve{stage.stage_name}", comment=f"Promote to {env.name}?")] \
+                if env.name in spec.manual_approval_before else []
+            post = []
+            if env.name in spec.smoke_test_after:
+                post = [
+                    smoke_test_step(
+                        f"SmokeTest-{model}",
+                        source,
+                        spec,
+                        region=env.region,
+                        account=env.account,
+                        role_name=smoke_test_role_name(stage.serving.stack_name),
+                        endpoint_name=output,
+                        role_arn=stage.serving.smoke_test_role.output,
+                    )
+                    for model, output in stage.serving.endpoint_outputs.items()
+                ]
+            self.pipeline.add_stage(stage, pre=pre, post=post)
+        # Build now, so the CodePipeline and CodeBuild constructs exist to carry their cdk-nag acknowledgements.
+        self.pipeline.build_pipeline()
+        acknowledge_pipeline_findings(self.pipeline)

@@ -1,0 +1,108 @@
+"""The pipeline's CodeBuild steps: the runtime export, synth (tests + synth), the smoke test.
+
+Why the export step: the serving image decides which TorchScript it can load (torch 1.5.1 in the
+EIA image refuses archives written by torch 2.x). So each model is converted by the runtime's own
+torch, inside the runtime's own Deep Learning Container image (the image URI the endpoint uses,
+from the SageMaker SDK tables), and the synth step only packages that archive.
+"""
+import json
+from pathlib import Path
+from typing import Dict
+
+from aws_cdk import CfnOutput, Duration, Stack, pipelines
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from config import AppConfig, ModelDeployment
+from config.partitions import partition_of
+from config.serving_targets import image_registry_and_repository
+from config.schema import PipelineSpec
+
+REPO = Path(__file__).resolve().parent.parent
+# PyPI's Linux torch wheel pulls several GB of CUDA; the CPU build is all the build step needs.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# AL2023 standard 5.0: Python 3.11 and Node 20, the versions the Makefile and package.json expect.
+BUILD_IMAGE = codebuild.LinuxBuildImage.AMAZON_LINUX_2_5
+RUNTIMES = codebuild.BuildSpec.from_object({"phases": {"install": {"runtime-versions": {"python": "3.11", "nodejs": "20"}}}})
+
+
+def cdk_cli_version() -> str:
+    """The CLI the repository pins (package.json), so self-mutation runs the same CLI as developers."""
+    return json.loads((REPO / "package.json").read_text())["devDependencies"]["aws-cdk"]
+
+
+def account_environment(config: AppConfig) -> Dict[str, str]:
+    """The real account ids this synthesis used, so the pipeline's own synth targets the same accounts."""
+    accounts = {f"{env.name.upper()}_ACCOUNT_ID": env.account for env in config.environments}
+    accounts["PIPELINE_ACCOUNT_ID"] = config.pipeline.account
+    return accounts
+
+
+RUNTIME_EXPORT_DIR = "build/runtime-export"
+RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
+
+
+def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, deployment: ModelDeployment) -> pipelines.CodeBuildStep:
+    """TorchScript from the runtime's torch, in the runtime's image (`deployment` resolved in the pipeline's region)."""
+    target, build = deployment.target, deployment.spec.build
+    registry, repository = image_registry_and_repository(target.image_uri)
+    image_repository = ecr.Repository.from_repository_attributes(
+        scope,
+        f"RuntimeImage-{deployment.name}",
+        repository_arn=Stack.of(scope).format_arn(service="ecr", account=registry, resource="repository", resource_name=repository),
+        repository_name=repository,
+    )
+    out = f"{RUNTIME_EXPORT_DIR}/{deployment.name}"
+    shape = " ".join(str(n) for n in build.input_shape)
+    return pipelines.CodeBuildStep(
+        f"{RUNTIME_EXPORT_STEP_PREFIX}{deployment.name}",
+        input=source,
+        build_environment=codebuild.BuildEnvironment(
+            build_image=codebuild.LinuxBuildImage.from_ecr_repository(image_repository, target.image_uri.rpartition(":")[2])
+        ),
+        commands=[
+            f"PYTHONHASHSEED=0 python -m model_artifacts.runtime_export --model {build.model} --recipe {target.recipe} "
+            f"--input-shape {shape} --out {out}"
+        ],
+        primary_output_directory=out,
+        timeout=Duration.minutes(30),
+    )
+
+
+def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_exports: Dict[str, pipelines.CodeBuildStep]) -> pipelines.CodeBuildStep:
+    return pipelines.CodeBuildStep(
+        "Synth",
+        input=source,
+        additional_inputs={f"{RUNTIME_EXPORT_DIR}/{name}": step for name, step in runtime_exports.items()},
+        build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.LARGE),
+        partial_build_spec=RUNTIMES,
+        env={**account_environment(config), "PIP_EXTRA_INDEX_URL": TORCH_CPU_INDEX},
+        # What a developer runs: the whole suite, then artifacts (from the runtime exports) + synth + cfn-lint.
+        commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}"],
+        primary_output_directory="cdk.out",
+        timeout=Duration.minutes(60),
+    )
+
+
+def smoke_test_step(
+    step_id: str, source: pipelines.IFileSetProducer, spec: PipelineSpec, *, region: str, account: str,
+    role_name: str, endpoint_name: CfnOutput, role_arn: CfnOutput,
+) -> pipelines.CodeBuildStep:
+    """Invoke the stage's endpoint with the example image from the tools account, through the stage's role."""
+    return pipelines.CodeBuildStep(
+        step_id,
+        input=source,
+        build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE),
+        partial_build_spec=RUNTIMES,
+        env_from_cfn_outputs={"ENDPOINT_NAME": endpoint_name, "SMOKE_TEST_ROLE_ARN": role_arn},
+        env={"ENDPOINT_REGION": region},
+        install_commands=["python -m pip install --quiet -r smoke_test/requirements.txt"],
+        commands=['python -m smoke_test --endpoint-name "$ENDPOINT_NAME" --region "$ENDPOINT_REGION" --assume-role-arn "$SMOKE_TEST_ROLE_ARN"'],
+        role_policy_statements=[
+            iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[f"arn:{partition_of(region)}:iam::{account}:role/{role_name}"])
+        ],
+        timeout=Duration.minutes(15),
+    )
+

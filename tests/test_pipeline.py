@@ -1,0 +1,142 @@
+"""The delivery pipeline: source, runtime export, synth, stage order, approval, smoke tests, checks."""
+import json
+
+import pytest
+from aws_cdk.assertions import Template
+
+from config import ConfigError, load_config
+from tests.conftest import make_config
+
+EIA_IMAGE_PATH = "/pytorch-inference-eia:1.5.1-cpu-py3"
+
+
+@pytest.fixture(scope="module")
+def pipeline(eia_app):
+    return Template.from_stack(eia_app.app.node.find_child("Pipeline"))
+
+
+def _stages(template):
+    pipeline = next(iter(template.find_resources("AWS::CodePipeline::Pipeline").values()))["Properties"]
+    return {stage["Name"]: stage["Actions"] for stage in pipeline["Stages"]}
+
+
+def _project(template, logical_id_part):
+    projects = {k: v["Properties"] for k, v in template.find_resources("AWS::CodeBuild::Project").items() if logical_id_part in k}
+    assert len(projects) == 1, sorted(projects)
+    return next(iter(projects.values()))
+
+
+def _commands(project):
+    return json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+
+
+def test_stages_run_in_promotion_order_with_self_mutation(pipeline):
+    assert list(_stages(pipeline)) == ["Source", "Build", "UpdatePipeline", "Assets", "Dev", "Staging", "Prod"]
+
+
+def test_source_is_a_codeconnections_connection_from_config(pipeline):
+    (source,) = _stages(pipeline)["Source"]
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert source["Configuration"] == {
+        "ConnectionArn": "arn:aws:codeconnections:us-east-1:444444444444:connection/00000000-0000-0000-0000-000000000000",
+        "FullRepositoryId": "example-org/sagemaker-eia-serving",
+        "BranchName": "main",
+    }
+
+
+def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
+    build = {action["Name"]: action for action in _stages(pipeline)["Build"]}
+    assert build["RuntimeExport-image-classifier"]["RunOrder"] < build["Synth"]["RunOrder"]
+    export = _project(pipeline, "RuntimeExport")
+    image = export["Environment"]["Image"]["Fn::Join"][1]
+    assert image[0] == "763104351884.dkr.ecr.us-east-1." and image[2] == EIA_IMAGE_PATH  # the endpoint's own image
+    assert _commands(export) == [
+        "PYTHONHASHSEED=0 python -m model_artifacts.runtime_export --model example-resnet-tiny --recipe script "
+        "--input-shape 1 3 64 64 --out build/runtime-export/image-classifier"
+    ]
+    synth = _project(pipeline, "Synth")
+    assert _commands(synth) == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
+    assert synth["Environment"]["Image"] == "aws/codebuild/amazonlinux2-x86_64-standard:5.0"
+    variables = {v["Name"]: v["Value"] for v in synth["Environment"]["EnvironmentVariables"]}
+    assert variables["PROD_ACCOUNT_ID"] == "333333333333" and variables["PIPELINE_ACCOUNT_ID"] == "444444444444"
+    assert variables["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+
+
+def test_prod_waits_for_a_manual_approval_and_dev_staging_do_not(pipeline):
+    stages = _stages(pipeline)
+    approvals = {name: [a for a in actions if a["ActionTypeId"]["Category"] == "Approval"] for name, actions in stages.items()}
+    assert [name for name, found in approvals.items() if found] == ["Prod"]
+    first_deploy = min(a["RunOrder"] for a in stages["Prod"] if a["ActionTypeId"]["Provider"] == "CloudFormation")
+    assert approvals["Prod"][0]["RunOrder"] < first_deploy
+
+
+@pytest.mark.parametrize("stage, account", [("Staging", "222222222222"), ("Prod", "333333333333")])
+def test_staging_and_prod_end_with_a_smoke_test_of_their_own_endpoint(pipeline, stage, account):
+    actions = _stages(pipeline)[stage]
+    smoke = [a for a in actions if a["Name"].startswith("SmokeTest-")]
+    assert len(smoke) == 1 and smoke[0]["RunOrder"] == max(a["RunOrder"] for a in actions)
+    variables = {v["name"]: v["value"] for v in json.loads(smoke[0]["Configuration"]["EnvironmentVariables"])}
+    assert variables["ENDPOINT_NAME"].startswith(f"#{{{stage}Serving") and "EndpointName" in variables["ENDPOINT_NAME"]
+    assert "SmokeTestRoleArn" in variables["SMOKE_TEST_ROLE_ARN"]
+    project = _project(pipeline, f"{stage}SmokeTest")
+    assert _commands(project) == [
+        'python -m smoke_test --endpoint-name "$ENDPOINT_NAME" --region "$ENDPOINT_REGION" --assume-role-arn "$SMOKE_TEST_ROLE_ARN"'
+    ]
+    statements = [s for p in pipeline.find_resources("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert any(s["Action"] == "sts:AssumeRole" and s["Resource"] == f"arn:aws:iam::{account}:role/{stage}-Serving-SmokeTest" for s in statements)
+
+
+def test_dev_has_no_smoke_test(pipeline):
+    assert not [a for a in _stages(pipeline)["Dev"] if a["Name"].startswith("SmokeTest-")]
+
+
+def test_each_stage_trusts_the_pipeline_account_to_smoke_test_only_its_endpoints(eia_app):
+    template = eia_app.template("staging", "Serving")
+    roles = {k: v["Properties"] for k, v in template.find_resources("AWS::IAM::Role").items() if "SmokeTest" in k}
+    (role,) = roles.values()
+    assert role["RoleName"] == "Staging-Serving-SmokeTest"
+    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
+    assert ":iam::444444444444:root" in json.dumps(principal)
+    statements = [s for p in template.find_resources("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    invoke = [s for s in statements if s["Action"] == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"]]
+    assert len(invoke) == 1 and list(invoke[0]["Resource"]) == ["Ref"]
+
+
+def test_cross_account_keys_and_a_pinned_cli(pipeline):
+    pipeline_props = next(iter(pipeline.find_resources("AWS::CodePipeline::Pipeline").values()))["Properties"]
+    assert pipeline_props["ArtifactStore"]["EncryptionKey"]["Type"] == "KMS"
+    assert pipeline_props["PipelineType"] == "V2"
+    keys = pipeline.find_resources("AWS::KMS::Key")
+    assert keys and all(k["Properties"]["EnableKeyRotation"] for k in keys.values())
+    self_mutation = _project(pipeline, "SelfMutation")
+    cli = json.loads((__import__("pathlib").Path(__file__).parent.parent / "package.json").read_text())["devDependencies"]["aws-cdk"]
+    assert f"aws-cdk@{cli}" in json.dumps(json.loads(self_mutation["Source"]["BuildSpec"]))
+
+
+def test_the_pipeline_template_is_cfn_lint_clean(eia_app):
+    from cfnlint.api import ManualArgs, lint_file
+
+    template = eia_app.outdir / "Pipeline.template.json"
+    assert lint_file(template, config=ManualArgs(ignore_checks=["W3005"])) == []
+
+
+def test_no_pipeline_file_means_no_pipeline_stack(tmp_path):
+    directory = make_config(tmp_path / "c")
+    (directory / "pipeline.yaml").unlink()
+    assert load_config(directory).pipeline is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"connection_arn": "arn:aws:codecommit:us-east-1:444444444444:repo"}, "connection_arn"),
+    ({"smoke_test_after": ["qa"]}, "smoke_test_after names 'qa', which is not an environment; environments: dev, staging, prod"),
+    ({"repository": "no-owner"}, "repository"),
+])
+def test_pipeline_config_errors_name_the_key(tmp_path, change, message):
+    import yaml
+
+    directory = make_config(tmp_path / "c")
+    path = directory / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **change}))
+    with pytest.raises(ConfigError, match="pipeline.yaml") as raised:
+        load_config(directory)
+    assert message in str(raised.value)
