@@ -11,7 +11,8 @@ from stacks.application import add_stages
 
 
 def main() -> int:
-    app = cdk.App()
+    # No stack traces in cdk.out's metadata: they hold temporary jsii paths, different on every run.
+    app = cdk.App(stack_traces=False)
     config_dir = Path(app.node.try_get_context("config_dir") or "config")
     artifacts_dir = Path(app.node.try_get_context("artifacts_dir") or "build/artifacts")
     try:
