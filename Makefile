@@ -13,7 +13,7 @@ export CDK_DISABLE_VERSION_CHECK := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup artifacts synth lint serve invoke test test-fast clean
+.PHONY: setup artifacts synth lint diff serve invoke test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -41,6 +41,14 @@ synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-
 # W3005: CDK's own custom-resource providers add a DependsOn that a GetAtt already implies; harmless.
 lint:  ## cfn-lint every synthesized template
 	$(VENV)/bin/cfn-lint --ignore-checks E3002 W3005 -- cdk.out/*.template.json cdk.out/assembly-*/*.template.json
+
+# Builds and synthesizes BASE (in a temporary git worktree) and the working tree into temp dirs, then
+# `cdk diff --template` per stack: no AWS call, build/ and cdk.out/ untouched. infra_diff exits 0 (no differences),
+# 1 (differences) or 2 (error); make shows that as "Error 1"/"Error 2" and itself exits 2 for both.
+# DIFF_ARGS=--markdown: collapsible blocks for a PR comment (.github/workflows/cdk-diff.yml).
+BASE ?= $(shell git rev-parse -q --verify 'origin/main^{commit}' >/dev/null && echo origin/main || echo HEAD)
+diff: setup  ## offline cdk diff of every stack against BASE (default origin/main): make diff BASE=HEAD~1
+	@$(PY) -m infra_diff --base '$(BASE)' $(DIFF_ARGS)
 
 serve: artifacts  ## serve the example model on localhost:$(PORT) with the real SageMaker PyTorch serving stack
 	$(PY) -m local_serving serve --port $(PORT)

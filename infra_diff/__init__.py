@@ -1,0 +1,12 @@
+"""`python -m infra_diff`: offline `cdk diff` of every stack between a git ref and the working tree.
+
+Both sides are built and synthesized from their own sources (the base from a temporary `git worktree`)
+with this checkout's venv and CDK CLI, then compared stack by stack with `cdk diff --template`, which
+reads two local templates and calls no AWS API. Exit status: 0 nothing differs, 1 something differs,
+2 usage, git or synthesis error.
+"""
+NO_DIFFERENCES, DIFFERENCES, ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Something the caller must fix (bad ref, missing setup, failed synthesis): exit 2, no traceback."""

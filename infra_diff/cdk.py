@@ -1,0 +1,85 @@
+"""Building, synthesizing and diffing with this checkout's venv and CDK CLI, offline."""
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List
+
+from infra_diff import UsageError
+
+
+def offline_env() -> dict:
+    """The caller's environment without AWS settings or PYTHONPATH (each side imports its own checkout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(
+        CDK_DISABLE_VERSION_CHECK="1",
+        # Without this the CLI sends telemetry to cdk-cli-telemetry.us-east-1.api.aws on every command.
+        CDK_DISABLE_CLI_TELEMETRY="1",
+        JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+        PYTHONDONTWRITEBYTECODE="1",
+        # No credentials anywhere and no instance metadata: nothing can reach AWS, nothing waits for IMDS.
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        FORCE_COLOR="0",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def progress(message: str) -> Iterator[None]:
+    """'message ... 7.4s' on stderr."""
+    print(f"{message} ...", end="", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    print(f" {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """This checkout's venv python and local CDK CLI; the base worktree has neither."""
+
+    python: Path
+    cdk: Path
+
+    @classmethod
+    def of(cls, repo: Path) -> "Toolchain":
+        tools = cls(python=repo / ".venv" / "bin" / "python", cdk=repo / "node_modules" / ".bin" / "cdk")
+        missing = [str(p) for p in (tools.python, tools.cdk) if not p.exists()]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)}: run `make setup` first")
+        return tools
+
+    def build_and_synth(self, checkout: Path, config: str, artifacts: Path, outdir: Path, label: str) -> None:
+        """The checkout's own model_artifacts, app.py, config/ and stacks/ (cwd = checkout), into temp dirs."""
+        _run(f"building artifacts for {label}", checkout,
+             [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)])
+        _run(f"synthesizing {label}", checkout,
+             [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
+              "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"])
+
+    def diff(self, assembly: Path, base_template: Path, stack: str) -> str:
+        """`cdk diff` of one stack of a synthesized assembly against a template file: no synthesis, no AWS."""
+        return _run(f"diffing {stack}", assembly.parent,
+                    [str(self.cdk), "diff", "--app", str(assembly), "--template", str(base_template), "--exclusively", "--no-notices", stack])
+
+
+def _run(what: str, cwd: Path, command: List[str]) -> str:
+    with progress(what):
+        result = subprocess.run(command, cwd=cwd, env=offline_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode in (-signal.SIGINT, -signal.SIGTERM):  # Ctrl-C reached the child first
+            raise KeyboardInterrupt
+        if result.returncode != 0:
+            raise UsageError(f"{what} failed (exit {result.returncode}); its output:\n{result.stdout.rstrip()}\n"
+                             f"error: {what} failed (cwd {cwd}), output above")
+    return result.stdout

@@ -1,0 +1,89 @@
+"""The report: a header, one section per stack that differs, a summary line; plain text or Markdown."""
+import difflib
+import json
+from dataclasses import dataclass
+from typing import List
+
+from infra_diff.assembly import ADDED, REMOVED, UNCHANGED, StackComparison
+
+NO_CDK_DIFFERENCES = "There were no differences"
+STATUS_TEXT = {ADDED: "stack added (not in the base)", REMOVED: "stack removed (not in the working tree)"}
+# cdk diff's change markers -> the first column of a ```diff block, so GitHub colours the lines.
+MARKERS = (("[+]", "+"), ("[-]", "-"), ("[~]", "!"), ("│ + │", "+"), ("│ - │", "-"))
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    body: str
+
+
+def cdk_diff_body(output: str, stack: str) -> str:
+    """The lines `cdk diff` prints about `stack`: after 'Stack <name> (...)', before its closing count.
+    What comes first (the synthesis warnings stored in the assembly, repeated) is left out."""
+    lines = output.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line == f"Stack {stack}" or line.startswith(f"Stack {stack} (")), None)
+    if start is None:
+        return output.strip("\n")
+    end = next((i for i in range(start, len(lines)) if "Number of stacks with differences" in lines[i]), len(lines))
+    return "\n".join(lines[start:end]).strip("\n")
+
+
+def json_diff(base: dict, head: dict) -> str:
+    """Unified diff of two templates, for differences cdk diff does not render."""
+    def dump(template):
+        return json.dumps(template, indent=1, sort_keys=True).splitlines()
+
+    return "\n".join(difflib.unified_diff(dump(base), dump(head), "base", "working tree", lineterm=""))
+
+
+def section(comparison: StackComparison, cdk_output: str = "") -> Section:
+    if comparison.status == REMOVED:
+        body = "\n".join(["Deploying the working tree would no longer include this stack; it holds:",
+                          *(f"[-] {t} {logical_id}" for logical_id, t in _resources(comparison.base.template))])
+    else:
+        body = cdk_diff_body(cdk_output, comparison.name) if cdk_output else ""
+        if body.strip().startswith(NO_CDK_DIFFERENCES):  # "... (CDK metadata changes were hidden, ...)"
+            body = json_diff(comparison.base.template, comparison.head.template)
+    if comparison.asset_changes:
+        body = "\n".join(filter(None, [body, "Assets", *comparison.asset_changes]))
+    return Section(f"{comparison.name}: {STATUS_TEXT.get(comparison.status, comparison.status)}", body)
+
+
+def _resources(template: dict):
+    return sorted((logical_id, r.get("Type", "?")) for logical_id, r in template.get("Resources", {}).items())
+
+
+def summary(comparisons: List[StackComparison]) -> str:
+    differing = [c.name for c in comparisons if c.status != UNCHANGED]
+    unchanged = len(comparisons) - len(differing)
+    if not differing:
+        return f"No differences: all {unchanged} stacks unchanged."
+    return f"{_count(len(differing))} with differences ({', '.join(differing)}); {_count(unchanged)} unchanged."
+
+
+def _count(n: int) -> str:
+    return f"{n} stack" if n == 1 else f"{n} stacks"
+
+
+def render(header: str, sections: List[Section], summary_line: str, markdown: bool) -> str:
+    if not markdown:
+        parts = [header, ""]
+        for s in sections:
+            parts += [f"=== {s.title} ===", s.body, ""]
+        return "\n".join(parts + [summary_line]) + "\n"
+    parts = [f"#### {header}", ""]
+    for s in sections:
+        parts += [f"<details><summary><b>{s.title}</b></summary>", "", "```diff", _diff_fenced(s.body), "```", "", "</details>", ""]
+    return "\n".join(parts + [f"**{summary_line}**"]) + "\n"
+
+
+def _diff_fenced(body: str) -> str:
+    return "\n".join(_marked(line) for line in body.splitlines())
+
+
+def _marked(line: str) -> str:
+    if line[:1] in ("+", "-", "@"):  # already a unified diff line (the JSON fallback)
+        return line
+    found = [(line.find(marker), sign) for marker, sign in MARKERS if marker in line]
+    return (min(found)[1] if found else " ") + line
