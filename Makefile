@@ -10,6 +10,8 @@ CONTENT_TYPE ?= image/jpeg
 
 # Offline and quiet: no version check, no notices, no Node 20 end-of-life banner from jsii.
 export CDK_DISABLE_VERSION_CHECK := 1
+# Nothing may call AWS: the CLI would otherwise send telemetry (cdk.json also says "cli-telemetry": false).
+export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
