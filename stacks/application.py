@@ -8,6 +8,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from config import AppConfig
 from stacks.pipeline_stack import PipelineStack
+from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stage import ServingStage
 
 PIPELINE_STACK_ID = "Pipeline"
@@ -26,14 +27,17 @@ def add_stages(app: App, config: AppConfig, *, artifacts_dir: Path, config_dir: 
         for env in config.environments
     }
     if config.pipeline:
-        PipelineStack(
+        tags = cost_tags(PIPELINE_STACK_ID.lower())
+        pipeline = PipelineStack(
             app,
             PIPELINE_STACK_ID,
             config=config,
             stages=stages,
             env=Environment(account=config.pipeline.account, region=config.pipeline.region),
             description="Delivery pipeline: one commit, dev → staging → prod",
+            tags=tags,
         )
+        tag_resources(pipeline, tags)
     # cdk-nag 3 runs as a policy-validation plugin: an unacknowledged finding fails synthesis.
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return stages

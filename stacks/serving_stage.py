@@ -2,14 +2,13 @@
 from pathlib import Path
 from typing import Optional
 
-from aws_cdk import Environment, Stage, Tags
+from aws_cdk import Environment, Stage
 from constructs import Construct
 
 from config import EnvironmentConfig
 from stacks.artifact_store_stack import ArtifactStoreStack
+from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stack import ServingStack
-
-PROJECT_TAG = "sagemaker-eia-serving"
 
 
 class ServingStage(Stage):
@@ -18,16 +17,14 @@ class ServingStage(Stage):
     def __init__(self, scope: Construct, construct_id: str, *, environment: EnvironmentConfig, artifacts_dir: Path, config_dir: Path,
                  smoke_test_account: Optional[str] = None) -> None:
         super().__init__(scope, construct_id, env=Environment(account=environment.account, region=environment.region))
-        # Cost allocation. Stack tags reach every resource CloudFormation can tag, including the
-        # providers CDK writes as raw CfnResources; Tags.of also writes them into each resource.
-        cost_tags = {"project": PROJECT_TAG, "environment": environment.name}
+        tags = cost_tags(environment.name)
         self.artifact_store = ArtifactStoreStack(
             self,
             "ArtifactStore",
             retain_data=environment.retain_data,
             termination_protection=environment.termination_protection,
             description=f"Model artifact store ({environment.name}): stateful",
-            tags=cost_tags,
+            tags=tags,
         )
         self.serving = ServingStack(
             self,
@@ -38,7 +35,6 @@ class ServingStage(Stage):
             config_dir=config_dir,
             smoke_test_account=smoke_test_account,
             description=f"SageMaker endpoints ({environment.name}): stateless",
-            tags=cost_tags,
+            tags=tags,
         )
-        for key, value in cost_tags.items():
-            Tags.of(self).add(key, value)
+        tag_resources(self, tags)

@@ -140,3 +140,11 @@ def test_pipeline_config_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match="pipeline.yaml") as raised:
         load_config(directory)
     assert message in str(raised.value)
+
+
+def test_pipeline_resources_carry_the_cost_allocation_tags(eia_app):
+    stack = eia_app.app.node.find_child("Pipeline")
+    assert stack.tags.tag_values() == {"project": "sagemaker-eia-serving", "environment": "pipeline"}
+    template = Template.from_stack(stack).to_json()["Resources"]
+    tagged = [r for r in template.values() if r["Type"] in ("AWS::CodeBuild::Project", "AWS::KMS::Key", "AWS::S3::Bucket", "AWS::IAM::Role")]
+    assert tagged and all({"Key": "project", "Value": "sagemaker-eia-serving"} in r["Properties"]["Tags"] for r in tagged)
