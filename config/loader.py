@@ -32,6 +32,11 @@ def load_config(directory: str | Path = "config") -> AppConfig:
         for name, (model_spec, model_where) in models.items():
             target = resolve_target(model_spec, env_spec.region, model_where, _display(env_path))
             scaling = _merged_scaling(model_spec.scaling, env_spec, model_where, _display(env_path))
+            if target.is_serverless and env_spec.scaling.autoscaling:
+                raise ConfigError(
+                    f"{_display(env_path)}: scaling.autoscaling = true, but {model_where} uses serving.profile: serverless, "
+                    "which scales by itself (serving.profiles.serverless.max_concurrency); remove scaling.autoscaling"
+                )
             deployments.append(ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling))
         environments.append(
             EnvironmentConfig(

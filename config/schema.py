@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validato
 
 from config.errors import ConfigError
 
-Profile = Literal["eia", "gpu", "cpu"]
+Profile = Literal["eia", "gpu", "cpu", "serverless"]
 
 
 class _Strict(BaseModel):
@@ -20,6 +20,11 @@ class _Strict(BaseModel):
 
 
 class ScalingSpec(_Strict):
+    """Instance counts and target tracking of instance-based endpoints (serverless scales by itself)."""
+
+    # None: on for instance profiles, off for serverless. false deregisters the scalable target,
+    # step 1 of changing the instance type of a deployed endpoint (see README).
+    autoscaling: Optional[bool] = None
     initial_instance_count: int = Field(1, ge=1)
     min_instances: int = Field(1, ge=1)
     max_instances: int = Field(2, ge=1)
@@ -43,6 +48,7 @@ class ScalingSpec(_Strict):
 class ScalingOverride(_Strict):
     """Per-environment sizing; each key, when present, replaces the model's value."""
 
+    autoscaling: Optional[bool] = None
     initial_instance_count: Optional[int] = Field(None, ge=1)
     min_instances: Optional[int] = Field(None, ge=1)
     max_instances: Optional[int] = Field(None, ge=1)
@@ -79,6 +85,9 @@ class ProfileSettings(_Strict):
     instance_type: Optional[str] = None
     accelerator_type: Optional[str] = None
     framework_version: Optional[str] = None
+    # serverless only; the bounds are SageMaker's (ProductionVariantServerlessConfig).
+    memory_size_mb: Optional[int] = Field(None, ge=1024, le=6144, multiple_of=1024)
+    max_concurrency: Optional[int] = Field(None, ge=1, le=200)
 
 
 class DeploymentSpec(_Strict):
@@ -108,7 +117,11 @@ class ServingSpec(_Strict):
     # The spec asks for AmazonSageMakerFullAccess; false leaves only the scoped grants.
     attach_sagemaker_full_access: bool = True
     # The handler needs no network; isolation also stops the container pip-installing at start.
-    network_isolation: bool = True
+    # None: on, except serverless, which does not support it.
+    network_isolation: Optional[bool] = None
+    # Instance types with local NVMe storage refuse a KMS key on the endpoint config (their volume is
+    # hardware-encrypted): drop the key with a synth warning, or refuse the instance type.
+    kms_on_local_storage: Literal["drop", "refuse"] = "drop"
     # Bodies above this get a 413 from the handler; SageMaker itself refuses more than 6 MiB.
     max_request_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
@@ -160,10 +173,17 @@ class ServingTarget:
     framework: str
     framework_version: str
     py_version: str
-    instance_type: str
+    instance_type: Optional[str]  # None for serverless
     accelerator_type: Optional[str]
     image_uri: str
     recipe: str
+    network_isolation: bool = True
+    memory_size_mb: Optional[int] = None  # serverless only
+    max_concurrency: Optional[int] = None  # serverless only
+
+    @property
+    def is_serverless(self) -> bool:
+        return self.profile == "serverless"
 
     @property
     def runtime_torch_version(self) -> str:
@@ -177,6 +197,13 @@ class ModelDeployment:
     spec: ModelSpec
     target: ServingTarget
     scaling: ScalingSpec
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether the endpoint gets a scalable target (validated against the profile at load time)."""
+        if self.scaling.autoscaling is None:
+            return not self.target.is_serverless
+        return self.scaling.autoscaling
 
     @property
     def deployment_strategy(self) -> str:

@@ -5,6 +5,7 @@ offline. Every refusal is a ConfigError naming the key, the bad value and what i
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from functools import lru_cache
@@ -28,7 +29,9 @@ PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
     "eia": ProfileSettings(instance_type="ml.m5.large", accelerator_type="ml.eia2.medium", framework_version="1.5.1"),
     "gpu": ProfileSettings(instance_type="ml.g4dn.xlarge", framework_version="2.6.0"),
     "cpu": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="2.6.0"),
+    "serverless": ProfileSettings(framework_version="2.6.0", memory_size_mb=3072, max_concurrency=10),
 }
+SERVERLESS = "serverless"
 
 # The recommended replacement for each EIA host when EI cannot be launched.
 EIA_SUCCESSOR_PROFILE = "gpu"
@@ -108,54 +111,149 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
     """
     profile = spec.serving.profile
     settings = active_profile_settings(spec)
-    key = f"serving.profiles.{profile}"
+    if profile == "serverless":
+        _check_serverless(spec, settings, where)
+    else:
+        _check_instance(profile, settings, where)
+        _check_serverless_keys_unused(profile, spec, where)
+    _check_accelerator(profile, settings, where)
+    _check_deployment_strategy(spec, where)
+    _check_local_storage_kms(spec, settings, where)
+
+    version, py_version, image_uri = _image(spec, settings, region, where, env_where)
+    return ServingTarget(
+        profile=profile,
+        framework=spec.framework,
+        framework_version=version,
+        py_version=py_version,
+        instance_type=settings.instance_type,
+        accelerator_type=settings.accelerator_type,
+        image_uri=image_uri,
+        recipe=_recipe_for(spec, profile, version),
+        network_isolation=_network_isolation(spec, where),
+        memory_size_mb=settings.memory_size_mb,
+        max_concurrency=settings.max_concurrency,
+    )
+
+
+@lru_cache(maxsize=None)
+def hosting_instance_types() -> Tuple[str, ...]:
+    """The instance types SageMaker hosting accepts, from botocore's model of the SageMaker API."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return tuple(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+def _check_instance(profile: str, settings: ProfileSettings, where: str) -> None:
+    key = f"serving.profiles.{profile}.instance_type"
     instance_type = settings.instance_type or ""
     family = instance_family(instance_type)
-
     if not family:
+        raise ConfigError(f"{where}: {key} = {instance_type!r} is not a SageMaker instance type; use the form ml.<family>.<size>, e.g. ml.m5.large")
+    if instance_type not in hosting_instance_types():
+        same_family = [t for t in hosting_instance_types() if instance_family(t) == family]
+        close = difflib.get_close_matches(instance_type, hosting_instance_types(), n=3, cutoff=0.8)
+        hint = f"ml.{family} sizes it offers: {', '.join(same_family)}; " if same_family else (
+            f"did you mean {', '.join(close)}? " if close else "")
         raise ConfigError(
-            f"{where}: {key}.instance_type = {instance_type!r} is not a SageMaker instance type; "
-            "use the form ml.<family>.<size>, e.g. ml.m5.large"
+            f"{where}: {key} = {instance_type!r} is not an instance type SageMaker hosting offers; {hint}"
+            "the accepted list is the SageMaker API's ProductionVariantInstanceType (botocore)"
         )
     if profile == "gpu" and not is_gpu_family(family):
         raise ConfigError(
-            f"{where}: {key}.instance_type = {instance_type!r} has no GPU but serving.profile is 'gpu'; "
+            f"{where}: {key} = {instance_type!r} has no GPU but serving.profile is 'gpu'; "
             "use a GPU family (ml.g4dn.*, ml.g5.*, ml.g6.*, ml.p3.*) or change serving.profile to 'cpu'"
         )
     if profile in ("eia", "cpu") and (is_gpu_family(family) or is_neuron_family(family)):
         raise ConfigError(
-            f"{where}: {key}.instance_type = {instance_type!r} is an accelerated instance but serving.profile "
+            f"{where}: {key} = {instance_type!r} is an accelerated instance but serving.profile "
             f"is {profile!r}; the {profile} profile runs on a CPU host (e.g. ml.m5.large, ml.c5.xlarge). "
             "For a GPU instance set serving.profile: gpu"
         )
 
+
+def _check_serverless(spec: ModelSpec, settings: ProfileSettings, where: str) -> None:
+    key = "serving.profiles.serverless"
+    if settings.instance_type:
+        raise ConfigError(
+            f"{where}: {key}.instance_type = {settings.instance_type!r}: serverless endpoints have no instance type; "
+            f"remove it and size the endpoint with {key}.memory_size_mb and max_concurrency"
+        )
+    if spec.scaling.autoscaling:
+        raise ConfigError(
+            f"{where}: scaling.autoscaling = true with serving.profile: serverless; serverless endpoints scale "
+            f"by themselves up to {key}.max_concurrency. Remove scaling.autoscaling, or choose an instance profile (cpu, gpu)"
+        )
+
+
+def _check_serverless_keys_unused(profile: str, spec: ModelSpec, where: str) -> None:
+    override = spec.serving.profiles.get(profile)
+    for field in ("memory_size_mb", "max_concurrency"):
+        if override is not None and getattr(override, field) is not None:
+            raise ConfigError(
+                f"{where}: serving.profiles.{profile}.{field} applies only to serving.profile: serverless; "
+                f"remove it (the {profile} profile is sized by instance_type and scaling)"
+            )
+
+
+def _check_accelerator(profile: str, settings: ProfileSettings, where: str) -> None:
+    key = f"serving.profiles.{profile}.accelerator_type"
+    accelerator = settings.accelerator_type
+    if profile == "eia":
+        if accelerator not in EIA_ACCELERATOR_TYPES:
+            raise ConfigError(
+                f"{where}: {key} = {accelerator!r} is not an Elastic Inference accelerator; accepted: {', '.join(EIA_ACCELERATOR_TYPES)}"
+            )
+    elif accelerator:
+        raise ConfigError(
+            f"{where}: {key} = {accelerator!r} is set but accelerators attach only to the "
+            "eia profile; remove accelerator_type or set serving.profile: eia"
+        )
+
+
+def _check_deployment_strategy(spec: ModelSpec, where: str) -> None:
     strategy = spec.serving.deployment.strategy
-    if profile == "eia" and strategy in ("canary", "linear"):
+    if spec.serving.profile == "eia" and strategy in ("canary", "linear"):
         raise ConfigError(
             f"{where}: serving.deployment.strategy = {strategy!r} needs blue/green traffic shifting, which "
             "Elastic Inference endpoints never supported; use all_at_once (or auto) with the eia profile, "
             f"or set serving.profile: {EIA_SUCCESSOR_PROFILE}"
         )
 
-    accelerator = settings.accelerator_type
-    if profile == "eia":
-        if accelerator not in EIA_ACCELERATOR_TYPES:
-            raise ConfigError(
-                f"{where}: {key}.accelerator_type = {accelerator!r} is not an Elastic Inference accelerator; "
-                f"accepted: {', '.join(EIA_ACCELERATOR_TYPES)}"
-            )
-    elif accelerator:
+
+def _check_local_storage_kms(spec: ModelSpec, settings: ProfileSettings, where: str) -> None:
+    instance_type = settings.instance_type
+    if instance_type and has_local_instance_storage(instance_type) and spec.serving.kms_on_local_storage == "refuse":
         raise ConfigError(
-            f"{where}: {key}.accelerator_type = {accelerator!r} is set but accelerators attach only to the "
-            "eia profile; remove accelerator_type or set serving.profile: eia"
+            f"{where}: serving.profiles.{spec.serving.profile}.instance_type = {instance_type!r} has local NVMe "
+            "instance storage, where SageMaker rejects a KMS key on the endpoint config, and "
+            "serving.kms_on_local_storage is 'refuse'. Set it to 'drop' (the NVMe volume is hardware-encrypted) "
+            "or choose an EBS-backed instance type"
         )
 
+
+def _network_isolation(spec: ModelSpec, where: str) -> bool:
+    requested = spec.serving.network_isolation
+    if spec.serving.profile != "serverless":
+        return True if requested is None else requested
+    if requested:
+        raise ConfigError(
+            f"{where}: serving.network_isolation = true with serving.profile: serverless; serverless endpoints "
+            "do not support network isolation. Remove serving.network_isolation, or choose an instance profile"
+        )
+    return False
+
+
+def _image(spec: ModelSpec, settings: ProfileSettings, region: str, where: str, env_where: str) -> Tuple[str, str, str]:
+    """(framework version, python version, image URI) from the SDK's tables."""
+    profile = spec.serving.profile
     table = _scope_table(spec.framework, profile)
     version = settings.framework_version or ""
     if version not in _versions(table):
         kind = "an Elastic Inference image" if profile == "eia" else "a SageMaker inference image"
         raise ConfigError(
-            f"{where}: {key}.framework_version = {version!r} has no {spec.framework} {kind}; "
+            f"{where}: serving.profiles.{profile}.framework_version = {version!r} has no {spec.framework} {kind}; "
             f"accepted: {', '.join(_versions(table))}"
         )
     version = table.get("version_aliases", {}).get(version, version)
@@ -168,22 +266,11 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
             "Deploy to one of them or choose another serving.profile"
         )
     py_version = version_table["py_versions"][-1]
-    image_uri = _retrieve_image_uri(spec.framework, region, version, py_version, instance_type, accelerator, where)
-    return ServingTarget(
-        profile=profile,
-        framework=spec.framework,
-        framework_version=version,
-        py_version=py_version,
-        instance_type=instance_type,
-        accelerator_type=accelerator,
-        image_uri=image_uri,
-        recipe=_recipe_for(spec, profile, version),
-    )
+    image_uri = _retrieve_image_uri(spec.framework, region, version, py_version, settings, where)
+    return version, py_version, image_uri
 
 
-def _retrieve_image_uri(
-    framework: str, region: str, version: str, py_version: str, instance_type: str, accelerator: Optional[str], where: str
-) -> str:
+def _retrieve_image_uri(framework: str, region: str, version: str, py_version: str, settings: ProfileSettings, where: str) -> str:
     from sagemaker.core import image_uris
 
     try:
@@ -192,9 +279,11 @@ def _retrieve_image_uri(
             region,
             version=version,
             py_version=py_version,
-            instance_type=instance_type,
-            accelerator_type=accelerator,
+            instance_type=settings.instance_type,
+            accelerator_type=settings.accelerator_type,
             image_scope="inference",
+            # Serverless has no instance type; the SDK then picks the CPU image from any non-None config.
+            serverless_inference_config=SERVERLESS if settings.instance_type is None else None,
         )
     except ValueError as error:  # the SDK's own refusal, e.g. an unsupported processor
         raise ConfigError(f"{where}: the SageMaker SDK has no image for this serving profile: {error}") from None

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import List
 
 from infra_diff.assembly import ADDED, REMOVED, UNCHANGED, StackComparison
+from infra_diff.hazards import endpoint_update_hazards
 
 NO_CDK_DIFFERENCES = "There were no differences"
 STATUS_TEXT = {ADDED: "stack added (not in the base)", REMOVED: "stack removed (not in the working tree)"}
@@ -47,6 +48,7 @@ def section(comparison: StackComparison, cdk_output: str = "") -> Section:
             body = json_diff(comparison.base.template, comparison.head.template)
     if comparison.asset_changes:
         body = "\n".join(filter(None, [body, "Assets", *comparison.asset_changes]))
+    body = "\n".join([*endpoint_update_hazards(comparison), body])
     return Section(f"{comparison.name}: {STATUS_TEXT.get(comparison.status, comparison.status)}", body)
 
 

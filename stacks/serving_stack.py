@@ -80,7 +80,8 @@ class ServingStack(Stack):
             )
             # SageMaker reads the artifact while creating the Model: the copy must be done first.
             endpoint.model.node.add_dependency(upload.deployment)
-            EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
+            if deployment.autoscaling:
+                EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
             warn_if_runtime_older(endpoint.model, deployment, artifact)
             dashboard.add_endpoint(deployment.name, endpoint_name, VARIANT_NAME, alarms.alarms)
             endpoints.append(endpoint.endpoint)

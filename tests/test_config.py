@@ -149,3 +149,99 @@ def test_deployment_strategy_auto_resolves_per_profile(tmp_path):
     eia = load_config(make_config(tmp_path / "eia")).environment("dev").models[0]
     gpu = load_config(make_config(tmp_path / "gpu", lambda m: m["serving"].update(profile="gpu"))).environment("dev").models[0]
     assert (eia.deployment_strategy, gpu.deployment_strategy) == ("all_at_once", "canary")
+
+
+# ------------------------------------------------------------ the validation matrix of the successor profiles
+
+
+def _serverless(**settings):
+    def change(model):
+        model["serving"]["profile"] = "serverless"
+        model["serving"]["profiles"]["serverless"].update(settings)
+    return change
+
+
+def test_serverless_is_one_line_and_resolves_the_sdk_cpu_image(tmp_path):
+    deployment = load_config(make_config(tmp_path / "c", lambda m: m["serving"].update(profile="serverless"))).environment("prod").models[0]
+    target = deployment.target
+    assert (target.instance_type, target.accelerator_type) == (None, None)
+    assert (target.memory_size_mb, target.max_concurrency) == (3072, 10)
+    assert target.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+    assert target.network_isolation is False  # serverless does not support it
+    assert deployment.autoscaling is False
+
+
+def test_accelerator_on_serverless(tmp_path):
+    message = _error(tmp_path, _serverless(accelerator_type="ml.eia2.medium"))
+    assert "serving.profiles.serverless.accelerator_type = 'ml.eia2.medium'" in message and "only to the eia profile" in message
+
+
+def test_instance_type_on_serverless(tmp_path):
+    message = _error(tmp_path, _serverless(instance_type="ml.c5.xlarge"))
+    assert "serverless endpoints have no instance type" in message and "memory_size_mb" in message
+
+
+def test_serverless_with_autoscaling_in_the_model_file(tmp_path):
+    def change(model):
+        _serverless()(model)
+        model["scaling"]["autoscaling"] = True
+
+    message = _error(tmp_path, change)
+    assert "scaling.autoscaling = true with serving.profile: serverless" in message and "max_concurrency" in message
+
+
+def test_serverless_with_autoscaling_from_an_environment(tmp_path):
+    message = _error(tmp_path, _serverless(), env_changes={"prod": lambda e: e["scaling"].update(autoscaling=True)})
+    assert "prod.yaml: scaling.autoscaling = true" in message and "serverless" in message
+
+
+@pytest.mark.parametrize("memory", [512, 1536, 7168])
+def test_serverless_memory_out_of_range(tmp_path, memory):
+    message = _error(tmp_path, _serverless(memory_size_mb=memory))
+    assert f"serving.profiles.serverless.memory_size_mb = {memory}" in message
+    assert "1024" in message or "6144" in message
+
+
+def test_serverless_concurrency_out_of_range(tmp_path):
+    assert "serving.profiles.serverless.max_concurrency = 500" in _error(tmp_path, _serverless(max_concurrency=500))
+
+
+def test_serverless_keys_on_an_instance_profile(tmp_path):
+    message = _error(tmp_path, _set_eia(memory_size_mb=2048))
+    assert "serving.profiles.eia.memory_size_mb applies only to serving.profile: serverless" in message
+
+
+def test_network_isolation_on_serverless(tmp_path):
+    def change(model):
+        _serverless()(model)
+        model["serving"]["network_isolation"] = True
+
+    assert "serverless endpoints do not support network isolation" in _error(tmp_path, change)
+
+
+@pytest.mark.parametrize("instance_type, suggestion", [("ml.c5.huge", "ml.c5.large"), ("ml.m5.larg", "ml.m5.large"), ("ml.zz99.tiny", None)])
+def test_instance_types_sagemaker_hosting_does_not_offer(tmp_path, instance_type, suggestion):
+    def change(model):
+        model["serving"]["profile"] = "cpu"
+        model["serving"]["profiles"]["cpu"]["instance_type"] = instance_type
+
+    message = _error(tmp_path, change)
+    assert f"instance_type = '{instance_type}' is not an instance type SageMaker hosting offers" in message
+    assert (suggestion in message) if suggestion else "did you mean" not in message
+
+
+def test_kms_on_local_nvme_storage_can_be_refused_by_config(tmp_path):
+    def change(model):
+        model["serving"].update(profile="gpu", kms_on_local_storage="refuse")
+
+    message = _error(tmp_path, change)
+    assert "'ml.g4dn.xlarge' has local NVMe instance storage" in message
+    assert "serving.kms_on_local_storage is 'refuse'" in message and "'drop'" in message
+
+
+def test_the_local_storage_families_have_a_source():
+    import json
+
+    data = json.loads((REPO / "config" / "data" / "local_storage_instance_families.json").read_text())
+    assert "CreateEndpointConfig" in data["_source"] and "KmsKeyId" in data["_source"]
+    assert {"g4dn", "g5", "c5d", "m5d"} <= set(data["families"]) and not {"m5", "c5"} & set(data["families"])

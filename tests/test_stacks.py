@@ -330,3 +330,120 @@ def test_cfn_lint_is_clean_but_for_the_eia_accelerator(eia_app):
 def test_cfn_lint_is_clean_for_the_gpu_profile(gpu_app):
     for path in gpu_app.template_files():
         assert list(_cfn_lint(path)) == [], path.name
+
+
+# ------------------------------------------------------------ the successor profiles, one config line each
+
+
+@pytest.fixture(scope="module")
+def serverless_app(tmp_path_factory):
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    root = tmp_path_factory.mktemp("serverless")
+    config = make_config(root / "config", lambda m: m["serving"].update(profile="serverless"))
+    build_for(config, root / "artifacts")
+    return SynthesizedApp(config, root / "artifacts", root / "out")
+
+
+def test_serverless_endpoint_has_no_instances_kms_key_autoscaling_or_isolation(serverless_app):
+    template = serverless_app.template("prod", "Serving")
+    config = _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
+    (variant,) = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 10}
+    assert not {"InstanceType", "InitialInstanceCount", "AcceleratorType"} & set(variant)
+    assert "KmsKeyId" not in config
+    assert not template.find_resources("AWS::ApplicationAutoScaling::ScalableTarget")
+    model = _only(template, "AWS::SageMaker::Model")["Properties"]
+    assert model["EnableNetworkIsolation"] is False
+    assert model["PrimaryContainer"]["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+    assert len(template.find_resources("AWS::CloudWatch::Alarm")) == 2  # alarms and rollback still apply
+
+
+def test_serverless_synthesizes_clean_under_cdk_nag_and_cfn_lint(serverless_app):
+    report = json.loads((serverless_app.outdir / "validation-report.json").read_text())
+    assert all(p["violations"] == [] for p in report["pluginReports"])
+    for path in serverless_app.template_files():
+        assert _cfn_lint(path) == [], path  # no E3002: nothing EIA left
+
+
+def test_cpu_profile_keeps_the_kms_key_on_its_ebs_volume(tmp_path):
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    config = make_config(tmp_path / "config", lambda m: m["serving"].update(profile="cpu"))
+    build_for(config, tmp_path / "artifacts")
+    app = SynthesizedApp(config, tmp_path / "artifacts", tmp_path / "out")
+    template = app.template("dev", "Serving")
+    endpoint_config = _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
+    assert endpoint_config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    assert endpoint_config["KmsKeyId"] == {"Fn::ImportValue": "Dev-ArtifactStore-ModelArtifactKeyArn"}
+    assert _only(template, "AWS::SageMaker::Model")["Properties"]["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
+    assert all(_cfn_lint(path) == [] for path in app.template_files())
+
+
+def test_dropping_the_kms_key_on_nvme_storage_is_a_warning_not_a_surprise(gpu_app, eia_app):
+    assert any("ml.g4dn.xlarge has local NVMe instance storage" in w and "kms_on_local_storage: refuse" in w for w in _warnings(gpu_app))
+    assert not any("NVMe" in w for w in _warnings(eia_app))
+
+
+# ------------------------------------------------------------ switching the profile of a deployed endpoint
+
+
+@pytest.fixture(scope="module")
+def profile_switch(tmp_path_factory):
+    """The documented procedure for prod: 0 deployed eia, 1 autoscaling off, 2 gpu with autoscaling."""
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    steps = {
+        "deployed": (lambda m: None, {}),
+        "step 1": (lambda m: None, {"prod": lambda e: e["scaling"].update(autoscaling=False)}),
+        "step 2": (lambda m: m["serving"].update(profile="gpu"), {}),
+    }
+    apps = {}
+    for name, (model_change, env_changes) in steps.items():
+        root = tmp_path_factory.mktemp(name.replace(" ", ""))
+        config = make_config(root / "config", model_change, env_changes)
+        build_for(config, root / "artifacts")
+        apps[name] = SynthesizedApp(config, root / "artifacts", root / "out")
+    return apps
+
+
+def _serving(app, env="prod"):
+    return app.template(env, "Serving").to_json()
+
+
+def _comparison(base, head):
+    from infra_diff.assembly import compare
+    from infra_diff.assembly import Stack as AssemblyStack
+
+    def stack(template):
+        return {"Prod/Serving": AssemblyStack("Prod/Serving", None, template, {})}
+
+    return compare(stack(base), stack(head))[0]
+
+
+def test_step_1_only_deregisters_autoscaling_in_that_environment(profile_switch):
+    deployed, step1 = _serving(profile_switch["deployed"]), _serving(profile_switch["step 1"])
+    removed = {k for k in deployed["Resources"]} - {k for k in step1["Resources"]}
+    # The autoscaling construct (scalable target, its policy and role) and nothing else.
+    assert all(k.startswith("ImageClassifierAutoscaling") for k in removed)
+    assert {"AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy"} <= {
+        deployed["Resources"][k]["Type"] for k in removed}
+    assert {k: v for k, v in deployed["Resources"].items() if k not in removed} == step1["Resources"]
+    assert _serving(profile_switch["step 1"], "dev") == _serving(profile_switch["deployed"], "dev")
+
+
+def test_step_2_changes_the_instance_type_and_registers_autoscaling_again(profile_switch):
+    step2 = profile_switch["step 2"].template("prod", "Serving")
+    assert _only(step2, "AWS::SageMaker::EndpointConfig")["Properties"]["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.xlarge"
+    assert _only(step2, "AWS::ApplicationAutoScaling::ScalableTarget")["Properties"]["MaxCapacity"] == 4
+
+
+def test_make_diff_warns_about_the_one_step_switch_and_not_about_the_two_step_one(profile_switch):
+    from infra_diff.hazards import endpoint_update_hazards
+
+    deployed, step1, step2 = (_serving(profile_switch[n]) for n in ("deployed", "step 1", "step 2"))
+    (warning,) = endpoint_update_hazards(_comparison(deployed, step2))
+    assert "ml.m5.large -> ml.g4dn.xlarge while the endpoint's autoscaling is registered" in warning
+    assert "scaling.autoscaling: false" in warning
+    assert endpoint_update_hazards(_comparison(deployed, step1)) == []
+    assert endpoint_update_hazards(_comparison(step1, step2)) == []

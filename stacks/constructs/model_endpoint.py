@@ -40,29 +40,18 @@ class ModelEndpoint(Construct):
             self,
             "Model",
             execution_role_arn=role.role_arn,
-            enable_network_isolation=deployment.spec.serving.network_isolation,
+            enable_network_isolation=target.network_isolation,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=target.image_uri,
                 model_data_url=model_data_url,
                 environment=container_environment(deployment.spec),
             ),
         )
-        # Local NVMe instance storage is hardware-encrypted and SageMaker refuses a KmsKeyId there.
-        encrypt_volume = volume_key is not None and not has_local_instance_storage(target.instance_type)
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
-            kms_key_id=volume_key.key_arn if encrypt_volume else None,
-            production_variants=[
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                    variant_name=VARIANT_NAME,
-                    model_name=self.model.attr_model_name,
-                    instance_type=target.instance_type,
-                    initial_instance_count=deployment.scaling.initial_instance_count,
-                    initial_variant_weight=1.0,
-                    accelerator_type=target.accelerator_type,
-                )
-            ],
+            kms_key_id=volume_key.key_arn if volume_key is not None and _volume_takes_a_kms_key(self, deployment) else None,
+            production_variants=[_variant(deployment, self.model.attr_model_name)],
         )
         self.endpoint = sagemaker.CfnEndpoint(
             self,
@@ -93,6 +82,44 @@ class ModelEndpoint(Construct):
             f"({successor.instance_type}, pytorch-inference {successor.framework_version} GPU image). "
             "EIA endpoints update all at once (no blue/green traffic shifting).",
         )
+
+
+def _variant(deployment: ModelDeployment, model_name: str) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+    target = deployment.target
+    if target.is_serverless:
+        return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=VARIANT_NAME,
+            model_name=model_name,
+            initial_variant_weight=1.0,
+            serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                memory_size_in_mb=target.memory_size_mb, max_concurrency=target.max_concurrency
+            ),
+        )
+    return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+        variant_name=VARIANT_NAME,
+        model_name=model_name,
+        instance_type=target.instance_type,
+        initial_instance_count=deployment.scaling.initial_instance_count,
+        initial_variant_weight=1.0,
+        accelerator_type=target.accelerator_type,
+    )
+
+
+def _volume_takes_a_kms_key(scope: Construct, deployment: ModelDeployment) -> bool:
+    """Serverless endpoints take no KMS key; NVMe instance storage is hardware-encrypted and SageMaker
+    refuses a key there (config `serving.kms_on_local_storage: refuse` stops synthesis instead)."""
+    target = deployment.target
+    if target.is_serverless:
+        return False
+    if has_local_instance_storage(target.instance_type):
+        Annotations.of(scope).add_warning_v2(
+            "kms-dropped-on-local-storage",
+            f"Model {deployment.name!r}: {target.instance_type} has local NVMe instance storage, where SageMaker "
+            "rejects a KMS key on the endpoint config; the key is left out (the NVMe volume is hardware-encrypted). "
+            "Set serving.kms_on_local_storage: refuse to stop synthesis instead, or choose an EBS-backed instance type.",
+        )
+        return False
+    return True
 
 
 TRAFFIC_ROUTING = {"canary": "CANARY", "linear": "LINEAR", "all_at_once": "ALL_AT_ONCE"}
