@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup artifacts synth lint diff serve invoke test test-fast clean
+.PHONY: setup artifacts synth lint diff cost serve invoke test test-fast clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -51,6 +51,11 @@ lint:  ## cfn-lint every synthesized template
 BASE ?= $(shell git rev-parse -q --verify 'origin/main^{commit}' >/dev/null && echo origin/main || echo HEAD)
 diff: setup  ## offline cdk diff of every stack against BASE (default origin/main): make diff BASE=HEAD~1
 	@$(PY) -m infra_diff --base '$(BASE)' $(DIFF_ARGS)
+
+# Prices from cost/data/ (dated), traffic and latency from cost/assumptions.yaml; no AWS call unless
+# COST_ARGS=--live (AWS Pricing API, falls back to the table). Other flags: COST_ARGS="--requests-per-second 5".
+cost: setup  ## per-environment cost of the configured profile and its alternatives, table + build/cost/cost.png
+	$(PY) -m cost $(COST_ARGS)
 
 serve: artifacts  ## serve the example model on localhost:$(PORT) with the real SageMaker PyTorch serving stack
 	$(PY) -m local_serving serve --port $(PORT)
