@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 import re
 from typing import Dict, Literal, Optional, Tuple
 
@@ -64,11 +65,35 @@ class ImagePreprocessingSpec(_Strict):
     resize_short_side: Optional[int] = Field(None, ge=1)
 
 
+Recipe = Literal["auto", "eia-1.3", "eia-1.5", "optimized", "trace", "script"]
+
+
 class BuildSpec(_Strict):
-    model: Literal["example-resnet", "example-resnet-tiny"] = "example-resnet"
+    """What becomes model.pt: an example model or your own factory + weights, and how it is converted."""
+
+    # One of: an example model (random weights, fixed seed), or your own `package.module:function`.
+    model: Optional[Literal["example-resnet", "example-resnet-tiny", "example-resnet-50"]] = None
+    factory: Optional[str] = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    # A state_dict (.pth), relative to the repository root; loaded with torch.load(weights_only=True).
+    weights: Optional[str] = None
     input_shape: Tuple[int, int, int, int] = (1, 3, 224, 224)
-    recipe: Literal["auto", "trace", "script"] = "auto"
+    input_dtype: Literal["float32", "float64", "float16", "bfloat16"] = "float32"
+    # auto follows the serving runtime: eia-1.3 (trace), eia-1.5 (script), trace on GPU, optimized on CPU.
+    recipe: Recipe = "auto"
+    # Allow an artifact built by a newer torch than the runtime's (recorded in the manifest, warned at synth).
+    allow_newer_torch: bool = False
     image_preprocessing: ImagePreprocessingSpec = Field(default_factory=ImagePreprocessingSpec)
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> "BuildSpec":
+        if self.model and self.factory:
+            raise ValueError(f"set either model ({self.model!r}, an example) or factory ({self.factory!r}, your own), not both")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The model's name in manifests and messages: the factory, or the example (default example-resnet)."""
+        return self.factory or self.model or "example-resnet"
 
     @model_validator(mode="after")
     def _resize_covers_the_crop(self) -> "BuildSpec":
@@ -175,11 +200,19 @@ class ServingTarget:
     py_version: str
     instance_type: Optional[str]  # None for serverless
     accelerator_type: Optional[str]
-    image_uri: str
     recipe: str
+    region: str
+    source: str  # the model file, for messages
     network_isolation: bool = True
     memory_size_mb: Optional[int] = None  # serverless only
     max_concurrency: Optional[int] = None  # serverless only
+
+    @cached_property
+    def image_uri(self) -> str:
+        """From the SageMaker SDK (sagemaker-core image_uris), asked only when needed: importing it takes ~3 s."""
+        from config.serving_targets import retrieve_image_uri
+
+        return retrieve_image_uri(self)
 
     @property
     def is_serverless(self) -> bool:

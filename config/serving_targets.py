@@ -6,9 +6,11 @@ offline. Every refusal is a ConfigError naming the key, the bad value and what i
 from __future__ import annotations
 
 import difflib
+import gzip
 import json
 import re
 from functools import lru_cache
+from importlib.metadata import distribution
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -72,9 +74,10 @@ def has_local_instance_storage(instance_type: str) -> bool:
 
 @lru_cache(maxsize=None)
 def _framework_table(framework: str) -> dict:
-    from sagemaker.core import image_uris  # imported lazily: it takes ~2 s
-
-    return image_uris.config_for_framework(framework)
+    """The SDK's own image table (the file sagemaker-core's image_uris.config_for_framework reads),
+    located without importing the SDK, which takes ~3 s."""
+    path = Path(distribution("sagemaker-core").locate_file(f"sagemaker/core/image_uri_config/{framework}.json"))
+    return json.loads(path.read_text())
 
 
 def _scope_table(framework: str, profile: str) -> dict:
@@ -86,13 +89,27 @@ def _versions(scope_table: dict) -> List[str]:
     return list(scope_table["versions"]) + list(scope_table.get("version_aliases", {}))
 
 
-def _recipe_for(spec: ModelSpec, profile: str, framework_version: str) -> str:
-    if spec.build.recipe != "auto":
-        return spec.build.recipe
-    # The seed: trace for the 1.3.1 EIA runtime, script for 1.5.1; tracing elsewhere.
-    if profile == "eia" and framework_version.startswith("1.5"):
-        return "script"
-    return "trace"
+def _recipe_for(spec: ModelSpec, profile: str, framework_version: str, where: str) -> str:
+    """The conversion recipe: the configured one if the runtime can load it, else the runtime's own."""
+    recipe = spec.build.recipe
+    runtime_recipe = _runtime_recipe(profile, framework_version)
+    if recipe in ("auto", runtime_recipe) or recipe in ("trace", "script"):
+        return runtime_recipe if recipe == "auto" else recipe
+    if recipe.startswith("eia-"):
+        why = f"is for the Elastic Inference torch {recipe[4:]} runtime, but this model serves on {profile} {framework_version}"
+    elif profile == "eia":
+        why = f"needs torch.jit.freeze and optimize_for_inference, which the EIA torch {framework_version} runtime lacks"
+    else:  # optimized on a GPU
+        why = "freezes weights as CPU constants that .to('cuda') does not move, so the GPU runtime would run on the CPU"
+    raise ConfigError(f"{where}: build.recipe = {recipe!r} {why}; use auto ({runtime_recipe}), trace or script")
+
+
+def _runtime_recipe(profile: str, framework_version: str) -> str:
+    # The seed: trace for the 1.3.1 EIA runtime, script for 1.5.1. Elsewhere: trace on GPUs,
+    # trace + freeze + optimize_for_inference on CPUs.
+    if profile == "eia":
+        return "eia-1.3" if framework_version.startswith("1.3") else "eia-1.5"
+    return "trace" if profile == "gpu" else "optimized"
 
 
 def active_profile_settings(spec: ModelSpec) -> ProfileSettings:
@@ -120,7 +137,7 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
     _check_deployment_strategy(spec, where)
     _check_local_storage_kms(spec, settings, where)
 
-    version, py_version, image_uri = _image(spec, settings, region, where, env_where)
+    version, py_version = _image_version(spec, settings, region, where, env_where)
     return ServingTarget(
         profile=profile,
         framework=spec.framework,
@@ -128,8 +145,9 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
         py_version=py_version,
         instance_type=settings.instance_type,
         accelerator_type=settings.accelerator_type,
-        image_uri=image_uri,
-        recipe=_recipe_for(spec, profile, version),
+        recipe=_recipe_for(spec, profile, version, where),
+        region=region,
+        source=where,
         network_isolation=_network_isolation(spec, where),
         memory_size_mb=settings.memory_size_mb,
         max_concurrency=settings.max_concurrency,
@@ -138,11 +156,11 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
 
 @lru_cache(maxsize=None)
 def hosting_instance_types() -> Tuple[str, ...]:
-    """The instance types SageMaker hosting accepts, from botocore's model of the SageMaker API."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return tuple(model.shape_for("ProductionVariantInstanceType").enum)
+    """The instance types SageMaker hosting accepts: ProductionVariantInstanceType in botocore's model of
+    the SageMaker API, read from its data file (a botocore session takes ~0.5 s to load it)."""
+    model = distribution("botocore").locate_file("botocore/data/sagemaker/2017-07-24/service-2.json.gz")
+    shapes = json.loads(gzip.decompress(Path(model).read_bytes()))["shapes"]
+    return tuple(shapes["ProductionVariantInstanceType"]["enum"])
 
 
 def _check_instance(profile: str, settings: ProfileSettings, where: str) -> None:
@@ -245,8 +263,8 @@ def _network_isolation(spec: ModelSpec, where: str) -> bool:
     return False
 
 
-def _image(spec: ModelSpec, settings: ProfileSettings, region: str, where: str, env_where: str) -> Tuple[str, str, str]:
-    """(framework version, python version, image URI) from the SDK's tables."""
+def _image_version(spec: ModelSpec, settings: ProfileSettings, region: str, where: str, env_where: str) -> Tuple[str, str]:
+    """(framework version, python version) of an image the SDK's tables list for this region."""
     profile = spec.serving.profile
     table = _scope_table(spec.framework, profile)
     version = settings.framework_version or ""
@@ -265,25 +283,23 @@ def _image(spec: ModelSpec, settings: ProfileSettings, region: str, where: str, 
             f"(needed by {where}, profile {profile!r}); regions with it: {', '.join(sorted(registries))}. "
             "Deploy to one of them or choose another serving.profile"
         )
-    py_version = version_table["py_versions"][-1]
-    image_uri = _retrieve_image_uri(spec.framework, region, version, py_version, settings, where)
-    return version, py_version, image_uri
+    return version, version_table["py_versions"][-1]
 
 
-def _retrieve_image_uri(framework: str, region: str, version: str, py_version: str, settings: ProfileSettings, where: str) -> str:
+def retrieve_image_uri(target: ServingTarget) -> str:
     from sagemaker.core import image_uris
 
     try:
         return image_uris.retrieve(
-            framework,
-            region,
-            version=version,
-            py_version=py_version,
-            instance_type=settings.instance_type,
-            accelerator_type=settings.accelerator_type,
+            target.framework,
+            target.region,
+            version=target.framework_version,
+            py_version=target.py_version,
+            instance_type=target.instance_type,
+            accelerator_type=target.accelerator_type,
             image_scope="inference",
             # Serverless has no instance type; the SDK then picks the CPU image from any non-None config.
-            serverless_inference_config=SERVERLESS if settings.instance_type is None else None,
+            serverless_inference_config=SERVERLESS if target.is_serverless else None,
         )
     except ValueError as error:  # the SDK's own refusal, e.g. an unsupported processor
-        raise ConfigError(f"{where}: the SageMaker SDK has no image for this serving profile: {error}") from None
+        raise ConfigError(f"{target.source}: the SageMaker SDK has no image for this serving profile: {error}") from None

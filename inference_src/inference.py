@@ -116,6 +116,11 @@ class LoadedModel(object):
         return tuple(self.info.get("input_shape", ()))
 
     @property
+    def dtype(self):
+        # The build records the example input's dtype (float32 unless the model was built for another).
+        return getattr(torch, self.info.get("dtype") or "float32")
+
+    @property
     def image_preprocessing(self):
         settings = dict(DEFAULT_IMAGE_PREPROCESSING)
         settings.update(self.info.get("image_preprocessing") or {})
@@ -138,6 +143,9 @@ def model_fn(model_dir):
         module = module.to(device)
     module.eval()
     info = json.loads(extra_files[MODEL_INFO_FILE] or "{}")
+    if info.get("recipe") == "optimized" and device.type == "cpu" and hasattr(torch.jit, "optimize_for_inference"):
+        # The build froze the model; MKLDNN layouts are chosen here, for this machine's CPU.
+        module = torch.jit.optimize_for_inference(module)
     logger.info("loaded %s on %s (accelerator present: %s)", MODEL_FILE, device, accelerator_present())
     return LoadedModel(module, info, device)
 
@@ -284,8 +292,8 @@ def predict_fn(input_data, model, context=None):
         if accelerator_present() and torch_minor_version() == (1, 3):
             # The seed's 1.3.1 EIA recipe: run the traced graph on the attached accelerator.
             with torch.jit.optimized_execution(True, {"target_device": "eia:0"}):
-                return model.module(batch)
-        return model.module(batch.to(model.device)).cpu()
+                return model.module(batch.to(model.dtype))
+        return model.module(batch.to(model.device, model.dtype)).cpu()
 
 
 def _model_input(input_data, model):

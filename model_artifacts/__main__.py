@@ -1,4 +1,13 @@
-"""CLI: `python -m model_artifacts build [--config config] [--out build/artifacts] [--model NAME]`."""
+"""CLI for the build step.
+
+  python -m model_artifacts build   [--config config] [--out build/artifacts] [--model NAME] [--runtime-export DIR]
+      every model configured in config/models/*.yaml, for its serving runtime
+  python -m model_artifacts convert --factory pkg.module:function --weights model.pth --input-shape 1 3 224 224
+                                    --recipe optimized [--runtime-torch 2.6.0] --out DIR
+      one model of your own, without a config file
+
+An unchanged rebuild is a no-op; `--allow-newer-torch` builds for a runtime with an older torch anyway.
+"""
 import argparse
 import os
 import sys
@@ -6,6 +15,7 @@ from pathlib import Path
 from typing import List
 
 DEFAULT_OUT = Path("build/artifacts")
+RECIPES = ("eia-1.3", "eia-1.5", "optimized", "trace", "script")
 
 
 def _ensure_fixed_hash_seed(argv: List[str]) -> None:
@@ -15,30 +25,78 @@ def _ensure_fixed_hash_seed(argv: List[str]) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "model_artifacts", *argv])
 
 
-def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_artifacts", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model_artifacts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build model.tar.gz + manifest.json for each configured model")
     build.add_argument("--config", default="config", help="config directory (default: config)")
-    build.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: build/artifacts)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
     build.add_argument(
         "--runtime-export",
         help="package TorchScript converted by the serving runtime's own torch (DIR/<model>/ from "
         "`python -m model_artifacts.runtime_export`, run in the runtime's image) instead of converting here",
     )
-    args = parser.parse_args(argv)
+    convert = commands.add_parser("convert", help="build one model of your own without a config file")
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--factory", help="package.module:function returning a torch.nn.Module")
+    source.add_argument("--example", choices=("example-resnet", "example-resnet-tiny", "example-resnet-50"))
+    convert.add_argument("--weights", type=Path, help="state_dict (.pth), loaded with torch.load(weights_only=True)")
+    convert.add_argument("--input-shape", type=int, nargs=4, required=True, metavar=("N", "C", "H", "W"))
+    convert.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
+    convert.add_argument("--recipe", required=True, choices=RECIPES)
+    convert.add_argument("--runtime-torch", default="2.6.0", help="torch of the serving runtime (default 2.6.0; EIA: 1.3.1 or 1.5.1)")
+    convert.add_argument("--name", default="model")
+    for command in (build, convert):
+        command.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default: build/artifacts)")
+        command.add_argument("--allow-newer-torch", action="store_true",
+                             help="build although this torch is newer than the runtime's (recorded in the manifest)")
+    return parser
+
+
+def _convert_request(args: argparse.Namespace):
+    from model_artifacts.requests import BuildRequest
+
+    eia = args.recipe.startswith("eia-")
+    return BuildRequest(
+        name=args.name,
+        source=args.factory or args.example,
+        example=args.example,
+        factory=args.factory,
+        weights=args.weights,
+        input_shape=tuple(args.input_shape),
+        input_dtype=args.dtype,
+        recipe=args.recipe,
+        target_framework="pytorch",
+        target_framework_version=args.runtime_torch,
+        target_profile="eia" if eia else "cpu",
+        image_preprocessing={"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize_short_side": None},
+        allow_newer_torch=args.allow_newer_torch,
+    )
+
+
+def main(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
     _ensure_fixed_hash_seed(argv)
+    sys.path.insert(0, os.getcwd())  # model factories are imported from the working directory
 
     from config import ConfigError, load_config
-    from model_artifacts.build import build_artifact, stderr_progress
+    from model_artifacts.build import build_artifact
+    from model_artifacts.progress import make_reporter
     from model_artifacts.requests import build_requests
 
+    reporter = make_reporter()
     try:
-        requests = build_requests(load_config(args.config), only=args.model, runtime_export_dir=args.runtime_export)
-        for request in requests:
-            manifest = build_artifact(request, Path(args.out) / request.name, progress=stderr_progress)
-            print(f"{request.name}: {Path(args.out) / request.name / manifest['artifact']} sha256={manifest['sha256']}")
+        if args.command == "convert":
+            requests = [_convert_request(args)]
+            out_dirs = [Path(args.out)]
+        else:
+            config_dir = Path(args.config)
+            requests = build_requests(load_config(config_dir), only=args.model, runtime_export_dir=args.runtime_export,
+                                      allow_newer_torch=args.allow_newer_torch, weights_root=config_dir.resolve().parent)
+            out_dirs = [Path(args.out) / request.name for request in requests]
+        for request, out_dir in zip(requests, out_dirs):
+            manifest = build_artifact(request, out_dir, reporter)
+            print(f"{request.name}: {out_dir / manifest['artifact']} sha256={manifest['sha256']}")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,96 +1,100 @@
-"""The build step: eager model -> TorchScript -> parity check -> model.tar.gz + manifest.json."""
-import hashlib
-import json
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Optional, Sequence
+"""The build step: model -> TorchScript -> parity check -> model.tar.gz + manifest.json.
 
-import torch
+An unchanged rebuild is a no-op (model_artifacts.cache); an archive the serving runtime cannot
+load is refused (model_artifacts.compatibility).
+"""
+import json
+from pathlib import Path
+from typing import Optional
 
 from config import ConfigError
-from model_artifacts import torchscript
-from model_artifacts.runtime_export import EXPORT_INFO_FILE, EXPORTED_MODEL_FILE, convert
-from model_artifacts.example_models import build_example_model
+from model_artifacts.cache import cache_key, up_to_date
+from model_artifacts.compatibility import check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
+from model_artifacts.progress import Reporter
+from model_artifacts.requests import BuildRequest
 
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
+STEPS = 5
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    """What to build and for which serving runtime."""
-
-    name: str
-    model: str
-    input_shape: Sequence[int]
-    recipe: str
-    target_framework: str
-    target_framework_version: str
-    target_profile: str
-    image_preprocessing: dict  # read back by the handler for JPEG/PNG requests
-    # A TorchScript archive converted by the runtime's own torch (runtime_export); None: convert here.
-    runtime_export: Optional[Path] = None
-
-
-Progress = Callable[[str], None]
-
-
-def stderr_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Progress] = None) -> dict:
+def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Reporter] = None) -> dict:
     """Build `request` into out_dir/model.tar.gz and out_dir/manifest.json; return the manifest."""
-    step = _Steps(request.name, progress or (lambda _: None), total=5)
+    reporter = reporter or Reporter(level="none")
+    key = cache_key(request)
+    cached = up_to_date(request, out_dir, key)
+    if cached is not None:
+        reporter.say(f"[{request.name}] up to date (sha256 {cached['sha256'][:12]})", level="summary")
+        return cached
     out_dir.mkdir(parents=True, exist_ok=True)
+    archive = out_dir / "model.pt"  # a working file, streamed into the tarball, then removed
+    try:
+        with reporter.model(request.name, STEPS) as progress:
+            manifest = _build(request, out_dir, archive, progress)
+    finally:
+        archive.unlink(missing_ok=True)
+    manifest["cache_key"] = key
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
 
-    with step("load model"):
-        eager = build_example_model(request.model)
-    model_info = {
-        "input_shape": list(request.input_shape),
-        "dtype": "float32",
-        "model": request.model,
-        "image_preprocessing": request.image_preprocessing,
-    }
-    extra_files = {MODEL_INFO_FILE: json.dumps(model_info, sort_keys=True)}
+
+def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dict:
+    # torch is imported here, not at the top: the up-to-date check above must stay well under a second.
+    import torch
+
+    from model_artifacts import torchscript
+    from model_artifacts.runtime_export import (
+        DEFAULT_TOLERANCE, EXPORT_INFO_FILE, EXPORTED_MODEL_FILE, TOLERANCES, ModelLoadError, convert, load_model,
+    )
+
+    extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
+    dtype = getattr(torch, request.input_dtype)
+    atol, rtol = TOLERANCES.get(request.recipe, DEFAULT_TOLERANCE)
+    with progress.step(f"load {request.source}" + (f" + {request.weights.name}" if request.weights else "")):
+        try:
+            eager = load_model(request.example, request.factory, request.weights)
+        except ModelLoadError as error:
+            raise ConfigError(f"model {request.name!r}: {error}") from None
     if request.runtime_export:
-        with step(f"take the runtime's TorchScript ({request.recipe}) from {request.runtime_export}"):
+        with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {request.runtime_export}"):
             exported = _runtime_export(request)
-            archive = torchscript.normalize((request.runtime_export / EXPORTED_MODEL_FILE).read_bytes(), extra_files)
-            build_torch_version = exported["torch_version"]
-        with step("parity check (done by the runtime's torch when it exported)"):
-            parity = {"max_abs_error": exported["max_abs_error"], "atol": 1e-4, "rtol": 0.0, "checked_with_torch": build_torch_version}
+            torchscript.normalize(request.runtime_export / EXPORTED_MODEL_FILE, archive, extra_files)
+            build_torch = exported["torch_version"]
+        with progress.step("parity check (done by the runtime's torch when it exported)"):
+            parity = {"max_abs_error": exported["max_abs_error"], "atol": atol, "rtol": rtol, "checked_with_torch": build_torch}
     else:
-        with step(f"convert to TorchScript ({request.recipe})"):
-            module = convert(eager, request.recipe, torch.zeros(tuple(request.input_shape)))
-            archive = torchscript.save_reproducibly(module, extra_files)
-            build_torch_version = torch.__version__.split("+")[0]
-        with step("parity check against eager outputs"):
-            report = torchscript.check_parity(eager, archive, request.input_shape)
-            parity = {"max_abs_error": report.max_abs_error, "atol": report.atol, "rtol": report.rtol, "checked_with_torch": build_torch_version}
-    with step("package model.tar.gz"):
-        handler = HANDLER_FILE.read_bytes()
-        requirements = (HANDLER_FILE.parent / "requirements.txt").read_bytes()
-        artifact = out_dir / ARTIFACT_FILE
-        files = {"model.pt": archive, "code/inference.py": handler, "code/requirements.txt": requirements}
-        write_reproducible_tarball(artifact, files)
-    with step("write manifest"):
-        manifest = {
+        with progress.step(f"convert to TorchScript ({request.recipe})"):
+            module = convert(eager, request.recipe, torch.zeros(tuple(request.input_shape), dtype=dtype))
+            torchscript.save_reproducibly(module, archive, extra_files)
+            build_torch = torch.__version__.split("+")[0]
+        with progress.step("parity check against eager outputs"):
+            report = torchscript.check_parity(eager, archive, request.input_shape, atol=atol, rtol=rtol, dtype=dtype, recipe=request.recipe)
+            parity = {"max_abs_error": report.max_abs_error, "atol": atol, "rtol": rtol, "checked_with_torch": build_torch}
+    format_version = torchscript.archive_format_version(archive)
+    check_runtime_can_load(request.name, build_torch, request.target_framework_version, format_version, request.allow_newer_torch)
+
+    files = {"model.pt": archive, "code/inference.py": HANDLER_FILE, "code/requirements.txt": HANDLER_FILE.parent / "requirements.txt"}
+    artifact = out_dir / ARTIFACT_FILE
+    with progress.step("package model.tar.gz", total_bytes=sum(p.stat().st_size for p in files.values())) as advance:
+        write_reproducible_tarball(artifact, files, on_bytes=advance)
+    with progress.step("write manifest"):
+        return {
             "name": request.name,
             "artifact": ARTIFACT_FILE,
             "sha256": sha256_of(artifact),
             "size_bytes": artifact.stat().st_size,
-            "files": {name: hashlib.sha256(content).hexdigest() for name, content in sorted(files.items())},
-            "model": request.model,
+            "files": {name: sha256_of(path) for name, path in sorted(files.items())},
+            "model": request.source,
+            "weights_sha256": sha256_of(request.weights) if request.weights else None,
             "recipe": request.recipe,
             "input_shape": list(request.input_shape),
-            "dtype": "float32",
+            "dtype": request.input_dtype,
             "image_preprocessing": request.image_preprocessing,
-            "build_torch_version": build_torch_version,
-            "torchscript_archive_format_version": torchscript.archive_format_version(archive),
+            "build_torch_version": build_torch,
+            "runtime_torch_version": request.target_framework_version,
+            "allow_newer_torch": request.allow_newer_torch,
+            "torchscript_archive_format_version": format_version,
             "target_runtime": {
                 "framework": request.target_framework,
                 "framework_version": request.target_framework_version,
@@ -98,12 +102,22 @@ def build_artifact(request: BuildRequest, out_dir: Path, progress: Optional[Prog
             },
             "parity": parity,
         }
-        (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+
+
+def _model_info(request: BuildRequest) -> dict:
+    return {
+        "input_shape": list(request.input_shape),
+        "dtype": request.input_dtype,
+        "model": request.source,
+        "recipe": request.recipe,
+        "image_preprocessing": request.image_preprocessing,
+    }
 
 
 def _runtime_export(request: BuildRequest) -> dict:
     """The export's record, checked against what the configuration asks for."""
+    from model_artifacts.runtime_export import EXPORT_INFO_FILE, EXPORTED_MODEL_FILE
+
     info_path = request.runtime_export / EXPORT_INFO_FILE
     if not info_path.is_file() or not (request.runtime_export / EXPORTED_MODEL_FILE).is_file():
         raise ConfigError(
@@ -111,28 +125,8 @@ def _runtime_export(request: BuildRequest) -> dict:
             "run `python -m model_artifacts.runtime_export` in the serving runtime's image first"
         )
     exported = json.loads(info_path.read_text())
-    expected = {"model": request.model, "recipe": request.recipe, "input_shape": list(request.input_shape)}
+    expected = {"model": request.source, "recipe": request.recipe, "input_shape": list(request.input_shape)}
     stale = [f"{key}: exported {exported.get(key)!r}, configured {value!r}" for key, value in expected.items() if exported.get(key) != value]
     if stale:
         raise ConfigError(f"model {request.name!r}: the runtime export in {request.runtime_export} is stale ({'; '.join(stale)}); export again")
     return exported
-
-
-class _Steps:
-    """Numbered progress lines with timings: `[image-classifier 2/5] convert ... done in 3.1s`."""
-
-    def __init__(self, name: str, progress: Progress, total: int):
-        self.name, self.progress, self.total, self.index = name, progress, total, 0
-
-    def __call__(self, label: str) -> "_Steps":
-        self.index += 1
-        self.label = label
-        return self
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-        self.progress(f"[{self.name} {self.index}/{self.total}] {self.label} ...")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.progress(f"[{self.name} {self.index}/{self.total}] {self.label}: done in {time.perf_counter() - self.started:.1f}s")

@@ -33,21 +33,49 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNetClassifier(nn.Module):
-    def __init__(self, widths: List[int], blocks_per_stage: List[int], num_classes: int):
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 reduce, 3x3, 1x1 expand (x4)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
+        inner = out_channels // 4
+        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+        else:
+            self.shortcut = nn.Sequential()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNetClassifier(nn.Module):
+    def __init__(self, widths: List[int], blocks_per_stage: List[int], num_classes: int, bottleneck: bool = False):
+        super().__init__()
+        stem_width = 64 if bottleneck else widths[0]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(widths[0]),
+            nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         layers = []
-        in_channels = widths[0]
+        in_channels = stem_width
         for stage, (width, blocks) in enumerate(zip(widths, blocks_per_stage)):
             for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(BasicBlock(in_channels, width, stride))
+                layers.append((Bottleneck if bottleneck else BasicBlock)(in_channels, width, stride))
                 in_channels = width
         self.stages = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -77,6 +105,8 @@ def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
 EXAMPLE_MODELS: Dict[str, Callable[[], nn.Module]] = {
     # ResNet-18 layout, ImageNet-sized head: the example that make synth packages.
     "example-resnet": lambda: _seeded(lambda: ResNetClassifier([64, 128, 256, 512], [2, 2, 2, 2], 1000)),
+    # ResNet-50 layout (bottleneck blocks): the size the benchmarks measure.
+    "example-resnet-50": lambda: _seeded(lambda: ResNetClassifier([256, 512, 1024, 2048], [3, 4, 6, 3], 1000, bottleneck=True)),
     # Same code, a fraction of the size: keeps tests fast.
     "example-resnet-tiny": lambda: _seeded(lambda: ResNetClassifier([8, 16, 16, 32], [1, 1, 1, 1], 10)),
 }

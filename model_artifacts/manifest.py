@@ -39,7 +39,8 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
     expected = {
         "recipe": target.recipe,
         "framework_version": target.framework_version,
-        "model": deployment.spec.build.model,
+        "model": deployment.spec.build.source,
+        "dtype": deployment.spec.build.input_dtype,
         "input_shape": list(deployment.spec.build.input_shape),
         "image_preprocessing": deployment.spec.build.image_preprocessing.model_dump(mode="json"),
     }
@@ -47,6 +48,7 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
         "recipe": manifest.get("recipe"),
         "framework_version": manifest.get("target_runtime", {}).get("framework_version"),
         "model": manifest.get("model"),
+        "dtype": manifest.get("dtype"),
         "input_shape": manifest.get("input_shape"),
         "image_preprocessing": manifest.get("image_preprocessing"),
     }

@@ -1,14 +1,18 @@
-"""Convert a model to TorchScript with the serving runtime's own torch, inside its own image.
+"""Model -> TorchScript, shared by the local build and the serving runtime's own image.
 
-The EIA runtimes are torch 1.3.1 / 1.5.1 on Python 3.6: they refuse archives that a newer torch
-writes. The pipeline runs this module in the runtime's Deep Learning Container image, then the
-regular build (`python -m model_artifacts build --runtime-export DIR`) packages the result.
-So this file stays valid Python 3.6 and imports only torch and the example models.
+The EIA runtimes are torch 1.3.1 / 1.5.1 on Python 3.6 and refuse archives a newer torch writes.
+The pipeline runs this module inside the runtime's Deep Learning Container image; the regular build
+(`python -m model_artifacts build --runtime-export DIR`) then packages the result. The local build
+uses the same `load_model` and `convert`. So this file stays valid Python 3.6 and imports only
+torch, the example models and the user's model factory.
 
-    python -m model_artifacts.runtime_export --model example-resnet --recipe script \\
+    python -m model_artifacts.runtime_export --model example-resnet --recipe eia-1.5 \\
         --input-shape 1 3 224 224 --out build/runtime-export/image-classifier
+    python -m model_artifacts.runtime_export --factory my_models.net:build --weights net.pth \\
+        --recipe optimized --input-shape 1 3 224 224 --out build/runtime-export/net
 """
 import argparse
+import importlib
 import inspect
 import json
 import os
@@ -21,38 +25,114 @@ from model_artifacts.example_models import build_example_model
 EXPORTED_MODEL_FILE = "model.pt"
 EXPORT_INFO_FILE = "export.json"
 
+# recipe -> how TorchScript is produced. eia-1.3 / eia-1.5 are the seed's recipes for those runtimes.
+# optimized (CPU runtimes, torch >= 1.10) adds torch.jit.freeze here; the handler applies
+# torch.jit.optimize_for_inference when it loads the model, because its MKLDNN constants cannot be
+# saved and it tunes for the serving machine's CPU.
+RECIPES = {"eia-1.3": "trace", "eia-1.5": "script", "optimized": "trace", "trace": "trace", "script": "script"}
+# Parity tolerances: optimize_for_inference fuses and reorders float operations.
+TOLERANCES = {"optimized": (1e-3, 1e-3)}
+DEFAULT_TOLERANCE = (1e-4, 1e-4)
+
+
+class ModelLoadError(ValueError):
+    """The model factory or the weights file could not be used; the message says how to fix it."""
+
+
+def load_model(example=None, factory=None, weights=None):
+    """An eval-mode nn.Module: an example model, or `package.module:function`, plus an optional state_dict."""
+    if factory:
+        model = _call_factory(factory)
+    else:
+        model = build_example_model(example)
+    if weights:
+        _load_weights(model, weights)
+    return model.eval()
+
+
+def _call_factory(factory):
+    module_name, _, function_name = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelLoadError(
+            "model factory {!r}: cannot import {!r} ({}); run from the directory that holds the package, "
+            "or put it on PYTHONPATH".format(factory, module_name, error)
+        )
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ModelLoadError("model factory {!r}: {} has no function {!r}".format(factory, module_name, function_name))
+    model = function()
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError("model factory {!r} returned {}, not a torch.nn.Module".format(factory, type(model).__name__))
+    return model
+
+
+def _load_weights(model, path):
+    # weights_only=True unpickles tensors and containers only, never arbitrary objects. torch < 1.13
+    # (the EIA runtimes) has no safe loader; there the weights are the team's own state_dict.
+    options = {"weights_only": True} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    try:
+        state = torch.load(path, map_location="cpu", **options)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, OSError...
+        raise ModelLoadError(
+            "weights {!r}: not a state_dict that torch.load(weights_only=True) accepts ({}); "
+            "save it with torch.save(model.state_dict(), path)".format(str(path), str(error).splitlines()[0])
+        )
+    if not isinstance(state, dict):
+        raise ModelLoadError("weights {!r}: holds a {}, not a state_dict".format(str(path), type(state).__name__))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelLoadError("weights {!r} do not fit the model: {}".format(str(path), str(error).strip()))
+
 
 def convert(model, recipe, example):
-    if recipe == "trace":
+    if recipe not in RECIPES:
+        raise ValueError("unknown recipe {!r}; accepted: {}".format(recipe, ", ".join(sorted(RECIPES))))
+    if RECIPES[recipe] == "trace":
         # torch 2.x stores the example input in the archive unless told not to; 1.x has no such option.
         options = {"_store_inputs": False} if "_store_inputs" in inspect.signature(torch.jit.trace).parameters else {}
-        return torch.jit.trace(model, example, **options)
-    if recipe == "script":
-        return torch.jit.script(model)
-    raise ValueError("unknown recipe {!r}; accepted: trace, script".format(recipe))
+        module = torch.jit.trace(model, example, **options)
+    else:
+        module = torch.jit.script(model)
+    if recipe == "optimized":
+        module = torch.jit.freeze(module.eval())
+    return module
 
 
-def max_abs_difference(model, module, input_shape):
+def served_form(module, recipe):
+    """The module as the handler runs it (see RECIPES): optimized ones get optimize_for_inference."""
+    if recipe == "optimized":
+        return torch.jit.optimize_for_inference(module)
+    return module
+
+
+def max_abs_difference(model, module, input_shape, dtype):
     generator = torch.Generator().manual_seed(1234)
-    example = torch.randn([2] + list(input_shape[1:]), generator=generator)
+    example = torch.randn([2] + list(input_shape[1:]), generator=generator).to(dtype)
     with torch.no_grad():
         return float((model(example) - module(example)).abs().max())
 
 
-def export(model_name, recipe, input_shape, out_dir, atol=1e-4):
-    model = build_example_model(model_name).eval()
-    module = convert(model, recipe, torch.zeros(input_shape))
+def export(out_dir, recipe, input_shape, dtype="float32", example=None, factory=None, weights=None):
+    """Convert with this torch into out_dir/model.pt, check it against eager, record export.json."""
+    torch_dtype = getattr(torch, dtype)
+    model = load_model(example, factory, weights)
+    module = convert(model, recipe, torch.zeros(input_shape, dtype=torch_dtype))
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
     path = os.path.join(out_dir, EXPORTED_MODEL_FILE)
     torch.jit.save(module, path)
-    error = max_abs_difference(model, torch.jit.load(path, map_location="cpu"), input_shape)
+    error = max_abs_difference(model, served_form(torch.jit.load(path, map_location="cpu"), recipe), input_shape, torch_dtype)
+    atol, _ = TOLERANCES.get(recipe, DEFAULT_TOLERANCE)
     if error > atol:
         raise SystemExit("runtime export failed the parity check: max abs error {:.3g} > {}".format(error, atol))
     info = {
-        "model": model_name,
+        "model": factory or example,
         "recipe": recipe,
         "input_shape": list(input_shape),
+        "dtype": dtype,
         "torch_version": torch.__version__.split("+")[0],
         "max_abs_error": error,
     }
@@ -63,12 +143,20 @@ def export(model_name, recipe, input_shape, out_dir, atol=1e-4):
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="python -m model_artifacts.runtime_export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--recipe", required=True, choices=("trace", "script"))
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="an example model (example-resnet, example-resnet-tiny, example-resnet-50)")
+    source.add_argument("--factory", help="package.module:function returning an nn.Module")
+    parser.add_argument("--weights", help="a state_dict (.pth), loaded with weights_only=True")
+    parser.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     parser.add_argument("--input-shape", required=True, type=int, nargs=4, metavar=("N", "C", "H", "W"))
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    info = export(args.model, args.recipe, args.input_shape, args.out)
+    try:
+        info = export(args.out, args.recipe, args.input_shape, args.dtype, args.model, args.factory, args.weights)
+    except ModelLoadError as error:
+        print("error: {}".format(error), file=sys.stderr)
+        return 2
     print("exported {} ({}) with torch {} to {}".format(info["model"], info["recipe"], info["torch_version"], args.out))
     return 0
 

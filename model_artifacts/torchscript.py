@@ -4,7 +4,8 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 
@@ -25,14 +26,17 @@ class ParityReport:
     batch_sizes: Sequence[int]
 
 
-def save_reproducibly(module: torch.jit.ScriptModule, extra_files: Dict[str, str]) -> bytes:
-    """torch.jit.save, minus what differs between machines (see `normalize`)."""
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer, _extra_files=extra_files)
-    return normalize(buffer.getvalue())
+def save_reproducibly(module: torch.jit.ScriptModule, destination: Path, extra_files: Dict[str, str]) -> None:
+    """torch.jit.save to `destination`, minus what differs between machines (see `normalize`)."""
+    raw = destination.with_name(destination.name + ".raw")
+    torch.jit.save(module, str(raw), _extra_files=extra_files)
+    try:
+        normalize(raw, destination)
+    finally:
+        raw.unlink()
 
 
-def normalize(archive: bytes, extra_files: Optional[Dict[str, str]] = None) -> bytes:
+def normalize(source: Path, destination: Path, extra_files: Optional[Dict[str, str]] = None) -> None:
     """Rewrite a TorchScript archive so that its bytes depend only on the model.
 
     The root folder becomes "archive" (torch names it after the file it saved to). The
@@ -40,62 +44,71 @@ def normalize(archive: bytes, extra_files: Optional[Dict[str, str]] = None) -> b
     them, so they are dropped and the zip rewritten with fixed timestamps, in torch's own order.
     `extra_files` are added (or replaced) as torch's `_extra_files` would. torch derives
     `.data/serialization_id` from every record it wrote, those paths included, so it is recomputed
-    from the records that remain.
+    from the records that remain. Records are streamed one at a time: a large model is never held
+    in memory whole.
     """
-    source = zipfile.ZipFile(io.BytesIO(archive))
-    records = {}
-    for entry in source.infolist():
-        if not entry.filename.endswith(".debug_pkl"):
-            records[ARCHIVE_ROOT + entry.filename.partition("/")[2]] = source.read(entry)
-    for name, content in (extra_files or {}).items():
-        records[f"{ARCHIVE_ROOT}extra/{name}"] = content.encode()
-    digest = hashlib.sha256()
-    for name, content in records.items():
-        if not name.endswith(SERIALIZATION_ID):
+    extras = {f"{ARCHIVE_ROOT}extra/{name}": content.encode() for name, content in (extra_files or {}).items()}
+    with zipfile.ZipFile(source) as archive:
+        entries = [(ARCHIVE_ROOT + e.filename.partition("/")[2], e) for e in archive.infolist() if not e.filename.endswith(".debug_pkl")]
+        entries = [(name, e) for name, e in entries if name not in extras]
+        digest = hashlib.sha256()
+        for name, entry in entries:
+            if not name.endswith(SERIALIZATION_ID):
+                digest.update(name.encode() + b"\0" + archive.read(entry))
+        for name, content in extras.items():
             digest.update(name.encode() + b"\0" + content)
-    output = io.BytesIO()
-    with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED) as target:
-        for name, content in records.items():
-            if name.endswith(SERIALIZATION_ID):
-                content = str(int(digest.hexdigest(), 16))[:40].encode()  # torch's form: 40 decimal digits
-            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
-            info.external_attr = 0o644 << 16
-            target.writestr(info, content)
-    return output.getvalue()
+        with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as target:
+            for name, entry in entries:
+                content = archive.read(entry)
+                if name.endswith(SERIALIZATION_ID):
+                    content = str(int(digest.hexdigest(), 16))[:40].encode()  # torch's form: 40 decimal digits
+                _write_record(target, name, content)
+            for name, content in extras.items():
+                _write_record(target, name, content)
 
 
-def archive_format_version(archive: bytes) -> int:
+def _write_record(target: zipfile.ZipFile, name: str, content: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+    info.external_attr = 0o644 << 16
+    target.writestr(info, content)
+
+
+def archive_format_version(archive: Path) -> int:
     """The TorchScript archive format version; older torch releases refuse newer versions."""
-    with zipfile.ZipFile(io.BytesIO(archive)) as zipped:
+    with zipfile.ZipFile(archive) as zipped:
         name = next(n for n in zipped.namelist() if n.endswith("/version") or n == "version")
         return int(zipped.read(name).decode().strip())
 
 
-def load(archive: bytes) -> torch.jit.ScriptModule:
-    return torch.jit.load(io.BytesIO(archive), map_location="cpu")
+def load(archive: Union[bytes, Path]) -> torch.jit.ScriptModule:
+    return torch.jit.load(io.BytesIO(archive) if isinstance(archive, bytes) else str(archive), map_location="cpu")
 
 
-def read_extra_file(archive: bytes, name: str) -> dict:
+def read_extra_file(archive: Union[bytes, Path], name: str) -> dict:
     extra = {name: ""}
-    torch.jit.load(io.BytesIO(archive), map_location="cpu", _extra_files=extra)
+    torch.jit.load(io.BytesIO(archive) if isinstance(archive, bytes) else str(archive), map_location="cpu", _extra_files=extra)
     return json.loads(extra[name])
 
 
 def check_parity(
     eager: torch.nn.Module,
-    archive: bytes,
+    archive: Path,
     input_shape: Sequence[int],
     atol: float = 1e-4,
     rtol: float = 1e-4,
     batch_sizes: Sequence[int] = (1, 2),
+    dtype: torch.dtype = torch.float32,
+    recipe: str = "trace",
 ) -> ParityReport:
     """Reload the saved archive and compare it with the eager model on seeded random inputs."""
-    reloaded = load(archive)
+    from model_artifacts.runtime_export import served_form
+
+    reloaded = served_form(load(archive), recipe)
     generator = torch.Generator().manual_seed(1234)
     worst = 0.0
     with torch.no_grad():
         for batch in batch_sizes:
-            example = torch.randn((batch, *input_shape[1:]), generator=generator)
+            example = torch.randn((batch, *input_shape[1:]), generator=generator).to(dtype)
             expected, actual = eager(example), reloaded(example)
             if expected.shape != actual.shape:
                 raise ParityError(

@@ -55,6 +55,9 @@ def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, de
         repository_name=repository,
     )
     out = f"{RUNTIME_EXPORT_DIR}/{deployment.name}"
+    source_args = f"--factory {build.factory}" if build.factory else f"--model {build.source}"
+    if build.weights:
+        source_args += f" --weights {build.weights}"
     shape = " ".join(str(n) for n in build.input_shape)
     return pipelines.CodeBuildStep(
         f"{RUNTIME_EXPORT_STEP_PREFIX}{deployment.name}",
@@ -63,8 +66,8 @@ def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, de
             build_image=codebuild.LinuxBuildImage.from_ecr_repository(image_repository, target.image_uri.rpartition(":")[2])
         ),
         commands=[
-            f"PYTHONHASHSEED=0 python -m model_artifacts.runtime_export --model {build.model} --recipe {target.recipe} "
-            f"--input-shape {shape} --out {out}"
+            f"PYTHONHASHSEED=0 python -m model_artifacts.runtime_export {source_args} --recipe {target.recipe} "
+            f"--input-shape {shape} --dtype {build.input_dtype} --out {out}"
         ],
         primary_output_directory=out,
         timeout=Duration.minutes(30),

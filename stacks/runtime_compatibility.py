@@ -1,4 +1,7 @@
-"""Synth-time warning when the artifact was built with a newer torch than the serving runtime has."""
+"""Synth-time warning when the artifact was built with a newer torch than the serving runtime has.
+
+The build refuses that unless build.allow_newer_torch (or --allow-newer-torch) was set; the manifest
+records the override and this warning keeps it visible in every synth and `cdk diff`."""
 from aws_cdk import Annotations
 from constructs import IConstruct
 from packaging.version import Version
@@ -15,6 +18,7 @@ def warn_if_runtime_older(scope: IConstruct, deployment: ModelDeployment, artifa
             "torch-newer-than-runtime",
             f"Model {deployment.name!r}: model.tar.gz was built with torch {built} (TorchScript archive format "
             f"{artifact.manifest.get('torchscript_archive_format_version')}) but the {deployment.target.image_uri} "
-            f"runtime has torch {runtime}, which may refuse to load it. Build the artifact inside the runtime's own "
-            f"image, or with torch=={runtime} pinned, before deploying.",
+            f"runtime has torch {runtime}, which may refuse to load it; it was built with build.allow_newer_torch. "
+            f"Build the artifact inside the runtime's own image (the pipeline does), or with torch=={runtime} pinned, "
+            "before deploying.",
         )

@@ -1,10 +1,12 @@
 """The build step: contents, parity, reproducibility, staleness."""
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 
 import pytest
 import torch
@@ -23,7 +25,7 @@ def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_arti
         assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
         assert tar.extractfile("code/inference.py").read() == (REPO / "inference_src" / "inference.py").read_bytes()
         archive = tar.extractfile("model.pt").read()
-    names = torchscript.zipfile.ZipFile(torchscript.io.BytesIO(archive)).namelist()
+    names = zipfile.ZipFile(io.BytesIO(archive)).namelist()
     assert not [n for n in names if n.endswith(".debug_pkl") or "traced_inputs" in n]
     assert all(n.startswith("archive/") for n in names)
     model_info = torchscript.read_extra_file(archive, "model_info.json")
@@ -33,7 +35,8 @@ def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_arti
 
 def test_manifest_records_what_built_it_and_for_which_runtime(eia_artifacts):
     manifest = json.loads((eia_artifacts / "image-classifier" / "manifest.json").read_text())
-    assert manifest["recipe"] == "script"
+    assert manifest["recipe"] == "eia-1.5"  # the seed's recipe for the 1.5.1 runtime: script
+    assert manifest["runtime_torch_version"] == "1.5.1" and manifest["allow_newer_torch"] is True
     assert manifest["build_torch_version"] == torch.__version__.split("+")[0]
     assert manifest["target_runtime"] == {"framework": "pytorch", "framework_version": "1.5.1", "profile": "eia"}
     assert manifest["input_shape"] == [1, 3, 64, 64]
@@ -51,26 +54,26 @@ class DataDependent(torch.nn.Module):
         return -x
 
 
-def test_parity_check_catches_a_trace_that_froze_a_branch():
+def test_parity_check_catches_a_trace_that_froze_a_branch(tmp_path):
     model = DataDependent().eval()
-    traced = convert(model, "trace", torch.zeros(1, 3, 4, 4))
-    archive = torchscript.save_reproducibly(traced, {})
+    traced, scripted = tmp_path / "traced.pt", tmp_path / "scripted.pt"
+    torchscript.save_reproducibly(convert(model, "trace", torch.zeros(1, 3, 4, 4)), traced, {})
     with pytest.raises(torchscript.ParityError, match=r"parity check failed at batch \d: output\[.*try recipe: script"):
-        torchscript.check_parity(model, archive, (1, 3, 4, 4))
-    scripted = torchscript.save_reproducibly(convert(model, "script", torch.zeros(1, 3, 4, 4)), {})
+        torchscript.check_parity(model, traced, (1, 3, 4, 4))
+    torchscript.save_reproducibly(convert(model, "script", torch.zeros(1, 3, 4, 4)), scripted, {})
     assert torchscript.check_parity(model, scripted, (1, 3, 4, 4)).max_abs_error == 0.0
 
 
-@pytest.mark.parametrize("version", ["1.5.1", "1.3.1"])  # script and trace recipes
-def test_builds_from_two_checkouts_in_separate_processes_are_byte_identical(tmp_path, version):
+@pytest.mark.parametrize("profile", ["eia", "gpu", "cpu"])  # the eia-1.5 (script), trace and optimized recipes
+def test_builds_from_two_checkouts_in_separate_processes_are_byte_identical(tmp_path, profile):
     """Same inputs, another directory and process: the same sha256 (so the same CDK asset hash)."""
-    config = make_config(tmp_path / "config", lambda m: m["serving"]["profiles"]["eia"].update(framework_version=version))
+    config = make_config(tmp_path / "config", lambda m: m["serving"].update(profile=profile))
     second_checkout = tmp_path / "elsewhere" / "checkout"
     for package in ("config", "model_artifacts", "inference_src"):
         shutil.copytree(REPO / package, second_checkout / package, ignore=shutil.ignore_patterns("__pycache__"))
     digests = []
     for run, checkout in (("first", REPO), ("second", second_checkout)):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", "CI")}
         result = subprocess.run(
             [sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / run)],
             cwd=checkout, env=env, capture_output=True, text=True, check=True,
@@ -89,7 +92,7 @@ def test_synthesis_refuses_a_missing_or_stale_artifact(tmp_path, eia_artifacts):
     retargeted = load_config(
         make_config(tmp_path / "c13", lambda m: m["serving"]["profiles"]["eia"].update(framework_version="1.3.1"))
     ).environment("dev").models[0]
-    with pytest.raises(ConfigError, match="stale.*recipe: built 'script', configured 'trace'"):
+    with pytest.raises(ConfigError, match="stale.*recipe: built 'eia-1.5', configured 'eia-1.3'"):
         load_built_artifact(eia_artifacts, retargeted)
 
     resized = load_config(
@@ -127,7 +130,7 @@ def test_a_runtime_export_is_packaged_as_built_by_the_runtime(tmp_path):
 
     config = make_config(tmp_path / "c")
     export_dir = tmp_path / "export"
-    command = [sys.executable, "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "script",
+    command = [sys.executable, "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "eia-1.5",
                "--input-shape", "1", "3", "64", "64", "--out", str(export_dir / "image-classifier")]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     exported = json.loads((export_dir / "image-classifier" / "export.json").read_text())
@@ -141,7 +144,7 @@ def test_a_runtime_export_is_packaged_as_built_by_the_runtime(tmp_path):
     with tarfile.open(tmp_path / "out" / "model.tar.gz") as tar:
         archive = tar.extractfile("model.pt").read()
     assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]
-    assert all(name.startswith("archive/") and not name.endswith(".debug_pkl") for name in torchscript.zipfile.ZipFile(torchscript.io.BytesIO(archive)).namelist())
+    assert all(name.startswith("archive/") and not name.endswith(".debug_pkl") for name in zipfile.ZipFile(io.BytesIO(archive)).namelist())
     assert torchscript.load(archive)(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
 
 
@@ -154,7 +157,7 @@ def test_a_stale_runtime_export_is_refused_with_the_fix(tmp_path, eia_artifacts)
     (export_dir / "model.pt").write_bytes(b"")
     (export_dir / "export.json").write_text(json.dumps({"model": "example-resnet-tiny", "recipe": "trace", "input_shape": [1, 3, 64, 64]}))
     (request,) = build_requests(load_config(make_config(tmp_path / "c")), runtime_export_dir=tmp_path / "export")
-    with pytest.raises(ConfigError, match="stale .*recipe: exported 'trace', configured 'script'.*export again"):
+    with pytest.raises(ConfigError, match="stale .*recipe: exported 'trace', configured 'eia-1.5'.*export again"):
         build_artifact(request, tmp_path / "out")
     (request,) = build_requests(load_config(make_config(tmp_path / "c2")), runtime_export_dir=tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="no runtime export .*model_artifacts.runtime_export"):

@@ -11,7 +11,7 @@ def test_shipped_config_is_the_seed_example():
     target = config.environment("dev").models[0].target
     assert (target.profile, target.instance_type, target.accelerator_type) == ("eia", "ml.m5.large", "ml.eia2.medium")
     assert target.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference-eia:1.5.1-cpu-py3"
-    assert target.recipe == "script"  # the seed: script for 1.5.1
+    assert target.recipe == "eia-1.5"  # the seed: script for 1.5.1
 
 
 def test_environment_scaling_overrides_model_defaults():
@@ -24,7 +24,7 @@ def test_environment_scaling_overrides_model_defaults():
 def test_eia_1_3_1_uses_the_trace_recipe(tmp_path):
     directory = make_config(tmp_path / "c", lambda m: m["serving"]["profiles"]["eia"].update(framework_version="1.3.1"))
     target = load_config(directory).environment("dev").models[0].target
-    assert target.recipe == "trace"
+    assert target.recipe == "eia-1.3"  # the seed: trace for 1.3.1
     assert target.image_uri.endswith("pytorch-inference-eia:1.3.1-cpu-py3")
 
 

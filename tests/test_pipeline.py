@@ -51,8 +51,8 @@ def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
     image = export["Environment"]["Image"]["Fn::Join"][1]
     assert image[0] == "763104351884.dkr.ecr.us-east-1." and image[2] == EIA_IMAGE_PATH  # the endpoint's own image
     assert _commands(export) == [
-        "PYTHONHASHSEED=0 python -m model_artifacts.runtime_export --model example-resnet-tiny --recipe script "
-        "--input-shape 1 3 64 64 --out build/runtime-export/image-classifier"
+        "PYTHONHASHSEED=0 python -m model_artifacts.runtime_export --model example-resnet-tiny --recipe eia-1.5 "
+        "--input-shape 1 3 64 64 --dtype float32 --out build/runtime-export/image-classifier"
     ]
     synth = _project(pipeline, "Synth")
     assert _commands(synth) == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
