@@ -248,9 +248,14 @@ def test_gpu_profile_synthesizes_a_clean_gpu_endpoint(gpu_app):
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
 
 
-def test_eia_warning_names_the_switch_and_gpu_has_none(eia_app, gpu_app):
+def test_eia_warning_names_the_switch_and_its_cost_and_gpu_has_none(eia_app, gpu_app):
+    from cost.estimate import monthly_cost
+
     eia = _warnings(eia_app)
     assert any("Elastic Inference" in w and "end of life" in w and "serving.profile: gpu" in w for w in eia)
+    gpu_month = monthly_cost("us-east-1", "ml.g4dn.xlarge", None, 1)
+    eia_month = monthly_cost("us-east-1", "ml.m5.large", "ml.eia2.medium", 1)
+    assert any(f"${gpu_month:,.0f}/month on ml.g4dn.xlarge against ${eia_month:,.0f}/month for this EIA pair" in w for w in eia)
     assert not any("Elastic Inference" in w for w in _warnings(gpu_app))
 
 

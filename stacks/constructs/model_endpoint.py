@@ -14,6 +14,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from config import ModelDeployment
+from cost.estimate import monthly_cost
+from cost.prices import default_table
 from config.container import container_environment
 from config.serving_targets import EIA_SUCCESSOR_PROFILE, PROFILE_DEFAULTS, has_local_instance_storage
 
@@ -80,8 +82,23 @@ class ModelEndpoint(Construct):
             "cannot launch it, and the CloudFormation schema no longer lists AcceleratorType. To switch, set "
             f"`serving.profile: {EIA_SUCCESSOR_PROFILE}` in {config_file} "
             f"({successor.instance_type}, pytorch-inference {successor.framework_version} GPU image). "
+            f"{_cost_comparison(deployment, successor.instance_type)} "
             "EIA endpoints update all at once (no blue/green traffic shifting).",
         )
+
+
+def _cost_comparison(deployment: ModelDeployment, successor_instance_type: str) -> str:
+    """What the switch costs in this environment, from the repository's dated price table."""
+    target, count = deployment.target, deployment.scaling.min_instances
+    eia = monthly_cost(target.region, target.instance_type, target.accelerator_type, count)
+    successor = monthly_cost(target.region, successor_instance_type, None, count)
+    if eia is None or successor is None:
+        return f"No price for these types in {target.region} in the price table; `make cost` shows what it knows."
+    return (
+        f"Estimated on-demand cost in {target.region} for {count} instance(s): ${successor:,.0f}/month on "
+        f"{successor_instance_type} against ${eia:,.0f}/month for this EIA pair (prices as of {default_table().as_of}; "
+        "`make cost` compares every profile, serverless included)."
+    )
 
 
 def _variant(deployment: ModelDeployment, model_name: str) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
