@@ -4,10 +4,15 @@ An unchanged rebuild is a no-op (model_artifacts.cache); an archive the serving 
 load is refused (model_artifacts.compatibility).
 """
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from config import ConfigError
+from model_artifacts import torchscript
 from model_artifacts.cache import cache_key, up_to_date
 from model_artifacts.compatibility import check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
@@ -15,8 +20,13 @@ from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 from model_artifacts.progress import Reporter
 from model_artifacts.requests import BuildRequest
 
+# Kept free of torch: runtime_export (run as a subprocess) is the only module here that imports it.
+EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
+EXPORT_INFO_FILE = "export.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
-STEPS = 5
+STEPS = 4
 
 
 def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Reporter] = None) -> dict:
@@ -40,37 +50,20 @@ def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Repo
 
 
 def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dict:
-    # torch is imported here, not at the top: the up-to-date check above must stay well under a second.
-    import torch
-
-    from model_artifacts import torchscript
-    from model_artifacts.runtime_export import (
-        DEFAULT_TOLERANCE, EXPORT_INFO_FILE, EXPORTED_MODEL_FILE, TOLERANCES, ModelLoadError, convert, load_model,
-    )
-
-    extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
-    dtype = getattr(torch, request.input_dtype)
-    atol, rtol = TOLERANCES.get(request.recipe, DEFAULT_TOLERANCE)
-    with progress.step(f"load {request.source}" + (f" + {request.weights.name}" if request.weights else "")):
-        try:
-            eager = load_model(request.example, request.factory, request.weights)
-        except ModelLoadError as error:
-            raise ConfigError(f"model {request.name!r}: {error}") from None
-    if request.runtime_export:
-        with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {request.runtime_export}"):
-            exported = _runtime_export(request)
-            torchscript.normalize(request.runtime_export / EXPORTED_MODEL_FILE, archive, extra_files)
-            build_torch = exported["torch_version"]
-        with progress.step("parity check (done by the runtime's torch when it exported)"):
-            parity = {"max_abs_error": exported["max_abs_error"], "atol": atol, "rtol": rtol, "checked_with_torch": build_torch}
-    else:
-        with progress.step(f"convert to TorchScript ({request.recipe})"):
-            module = convert(eager, request.recipe, torch.zeros(tuple(request.input_shape), dtype=dtype))
-            torchscript.save_reproducibly(module, archive, extra_files)
-            build_torch = torch.__version__.split("+")[0]
-        with progress.step("parity check against eager outputs"):
-            report = torchscript.check_parity(eager, archive, request.input_shape, atol=atol, rtol=rtol, dtype=dtype, recipe=request.recipe)
-            parity = {"max_abs_error": report.max_abs_error, "atol": atol, "rtol": rtol, "checked_with_torch": build_torch}
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:
+        if request.runtime_export:
+            export_dir = request.runtime_export
+            with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {export_dir}"):
+                exported = _exported(request, export_dir)
+        else:
+            export_dir = Path(scratch)
+            with progress.step(f"load {request.source}, convert ({request.recipe}), check parity with this torch"):
+                _export_in_a_fresh_interpreter(request, export_dir)
+                exported = _exported(request, export_dir)
+        with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
+            extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
+            torchscript.normalize(export_dir / EXPORTED_MODEL_FILE, archive, extra_files)
+    build_torch = exported["torch_version"]
     format_version = torchscript.archive_format_version(archive)
     check_runtime_can_load(request.name, build_torch, request.target_framework_version, format_version, request.allow_newer_torch)
 
@@ -100,8 +93,24 @@ def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dic
                 "framework_version": request.target_framework_version,
                 "profile": request.target_profile,
             },
-            "parity": parity,
+            "parity": {**exported["parity"], "checked_with_torch": build_torch},
         }
+
+
+def _export_in_a_fresh_interpreter(request: BuildRequest, out: Path) -> None:
+    """runtime_export with this torch, in a new process: TorchScript mangles the names of classes it has
+    compiled before in the same process, which would make a second build in one process differ."""
+    source = ["--factory", request.factory] if request.factory else ["--model", request.example]
+    if request.weights:
+        source += ["--weights", str(request.weights)]
+    command = [sys.executable, "-m", "model_artifacts.runtime_export", *source, "--recipe", request.recipe,
+               "--input-shape", *map(str, request.input_shape), "--dtype", request.input_dtype, "--out", str(out)]
+    # The child sees what this process sees: the repository, and the directory the factory is imported from.
+    path = os.pathsep.join([str(REPO_ROOT)] + [p or os.getcwd() for p in sys.path])
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path})
+    if result.returncode != 0:
+        _, marker, error = result.stderr.partition("error: ")
+        raise ConfigError(f"model {request.name!r}: " + (error.strip() if marker else f"the conversion failed:\n{result.stderr.strip()}"))
 
 
 def _model_info(request: BuildRequest) -> dict:
@@ -114,19 +123,17 @@ def _model_info(request: BuildRequest) -> dict:
     }
 
 
-def _runtime_export(request: BuildRequest) -> dict:
+def _exported(request: BuildRequest, export_dir: Path) -> dict:
     """The export's record, checked against what the configuration asks for."""
-    from model_artifacts.runtime_export import EXPORT_INFO_FILE, EXPORTED_MODEL_FILE
-
-    info_path = request.runtime_export / EXPORT_INFO_FILE
-    if not info_path.is_file() or not (request.runtime_export / EXPORTED_MODEL_FILE).is_file():
+    info_path = export_dir / EXPORT_INFO_FILE
+    if not info_path.is_file() or not (export_dir / EXPORTED_MODEL_FILE).is_file():
         raise ConfigError(
-            f"model {request.name!r}: no runtime export in {request.runtime_export} ({EXPORTED_MODEL_FILE} + {EXPORT_INFO_FILE}); "
+            f"model {request.name!r}: no runtime export in {export_dir} ({EXPORTED_MODEL_FILE} + {EXPORT_INFO_FILE}); "
             "run `python -m model_artifacts.runtime_export` in the serving runtime's image first"
         )
     exported = json.loads(info_path.read_text())
-    expected = {"model": request.source, "recipe": request.recipe, "input_shape": list(request.input_shape)}
+    expected = {"model": request.source, "recipe": request.recipe, "input_shape": list(request.input_shape), "dtype": request.input_dtype}
     stale = [f"{key}: exported {exported.get(key)!r}, configured {value!r}" for key, value in expected.items() if exported.get(key) != value]
     if stale:
-        raise ConfigError(f"model {request.name!r}: the runtime export in {request.runtime_export} is stale ({'; '.join(stale)}); export again")
+        raise ConfigError(f"model {request.name!r}: the runtime export in {export_dir} is stale ({'; '.join(stale)}); export again")
     return exported

@@ -248,3 +248,20 @@ def test_handler_is_valid_python_3_6(tmp_path):
     newer.write_text("if (n := 3) > 2:\n    print(n)\n")  # 3.8 syntax: proves the check bites
     assert _vermin(newer).returncode != 0
 
+
+
+def test_an_optimized_artifact_is_tuned_for_the_serving_cpu_when_loaded(handler_module, tmp_path):
+    """The build froze it; model_fn applies optimize_for_inference (MKLDNN), which cannot be saved."""
+    from model_artifacts.runtime_export import served_form
+    from tests.conftest import build_for, make_config
+
+    config = make_config(tmp_path / "config", lambda m: m["serving"].update(profile="cpu"))
+    build_for(config, tmp_path / "artifacts")
+    directory = tmp_path / "model"
+    with tarfile.open(tmp_path / "artifacts" / "image-classifier" / "model.tar.gz") as tar:
+        tar.extractall(directory, filter="data")
+    model = handler_module.model_fn(str(directory))
+    assert model.info["recipe"] == "optimized" and "mkldnn" in str(model.module.graph)
+    batch = torch.from_numpy(BATCH)
+    expected = served_form(torch.jit.load(str(directory / "model.pt")), "optimized")(batch)
+    np.testing.assert_allclose(handler_module.predict_fn(batch, model).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)

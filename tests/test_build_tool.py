@@ -1,0 +1,189 @@
+"""The build step as a team uses it: their own model + weights from the CLI, every recipe, the runtime
+guard, the content-addressed cache and the progress output."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import ConfigError
+from model_artifacts.build import build_artifact
+from model_artifacts.requests import BuildRequest
+from tests.conftest import REPO
+
+FACTORY = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class SmallNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.bn(self.conv(x)))
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def build():
+        return SmallNet()
+''')
+
+
+@pytest.fixture
+def user_model(tmp_path):
+    """A team's own package and trained weights, in their working directory."""
+    (tmp_path / "team_models").mkdir()
+    (tmp_path / "team_models" / "__init__.py").write_text("")
+    (tmp_path / "team_models" / "small.py").write_text(FACTORY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from team_models.small import build
+
+        torch.manual_seed(7)
+        model = build()
+        torch.save(model.state_dict(), tmp_path / "small.pth")
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.startswith("team_models")]:
+            del sys.modules[name]
+
+
+def _convert(cwd, *args, env=None):
+    command = [sys.executable, "-m", "model_artifacts", "convert", "--factory", "team_models.small:build",
+               "--weights", "small.pth", "--input-shape", "1", "3", "16", "16", *args]
+    environment = {k: v for k, v in os.environ.items() if k != "CI"}
+    environment.update({"PYTHONPATH": str(REPO), **(env or {})})
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment)
+
+
+@pytest.mark.parametrize("recipe, runtime_torch", [("trace", "2.6.0"), ("script", "2.6.0"), ("optimized", "2.6.0"), ("eia-1.5", "1.5.1")])
+def test_a_user_model_with_weights_builds_with_each_recipe_from_the_cli(user_model, recipe, runtime_torch):
+    result = _convert(user_model, "--recipe", recipe, "--runtime-torch", runtime_torch, "--allow-newer-torch", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((user_model / "out" / "manifest.json").read_text())
+    assert manifest["model"] == "team_models.small:build" and manifest["recipe"] == recipe
+    assert manifest["weights_sha256"] and manifest["parity"]["max_abs_error"] <= manifest["parity"]["atol"]
+    assert (manifest["runtime_torch_version"], manifest["allow_newer_torch"]) == (runtime_torch, True)
+    assert not (user_model / "out" / "model.pt").exists()  # the working archive is streamed, then removed
+
+
+def test_the_eia_1_3_runtime_cannot_read_this_torch_s_archives_even_with_the_override(user_model):
+    result = _convert(user_model, "--recipe", "eia-1.3", "--runtime-torch", "1.3.1", "--allow-newer-torch", "--out", "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "reads at most format 2" in result.stderr and "runtime_export" in result.stderr and "torch==1.3.1" in result.stderr
+
+
+def test_a_newer_build_torch_is_refused_unless_allowed(user_model):
+    result = _convert(user_model, "--recipe", "trace", "--runtime-torch", "2.6.0", "--out", "out")
+    assert result.returncode == 2
+    assert f"built with torch {torch.__version__.split('+')[0]}, newer than the runtime's torch 2.6.0" in result.stderr
+    assert "allow_newer_torch" in result.stderr and not (user_model / "out" / "model.tar.gz").exists()
+
+
+def test_weights_are_loaded_safely_and_a_pickle_with_code_is_refused(user_model):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    (user_model / "small.pth").write_bytes(pickle.dumps({"conv.weight": Exploit()}))
+    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out")
+    assert result.returncode == 2 and not (user_model / "pwned").exists()
+    assert "not a state_dict that torch.load(weights_only=True) accepts" in result.stderr
+
+
+def test_weights_that_do_not_fit_name_the_keys(user_model):
+    torch.save({"conv.weight": torch.zeros(1)}, user_model / "small.pth")
+    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out")
+    assert result.returncode == 2 and "do not fit the model" in result.stderr and "Missing key(s)" in result.stderr
+
+
+def test_a_factory_that_does_not_import_says_where_to_run_from(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"")
+    result = subprocess.run(
+        [sys.executable, "-m", "model_artifacts", "convert", "--factory", "nowhere.net:build", "--input-shape", "1", "3", "8", "8",
+         "--recipe", "trace", "--allow-newer-torch", "--out", "out"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2 and "cannot import 'nowhere.net'" in result.stderr and "PYTHONPATH" in result.stderr
+
+
+# ------------------------------------------------------------ the content-addressed cache
+
+
+@pytest.fixture
+def request_for(user_model):
+    return BuildRequest(
+        name="small", source="team_models.small:build", example=None, factory="team_models.small:build",
+        weights=user_model / "small.pth", input_shape=(1, 3, 16, 16), input_dtype="float32", recipe="trace",
+        target_framework="pytorch", target_framework_version="2.6.0", target_profile="cpu",
+        image_preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3, "resize_short_side": None}, allow_newer_torch=True,
+    )
+
+
+def _built(request, out):
+    before = (out / "model.tar.gz").stat().st_mtime_ns if (out / "model.tar.gz").exists() else None
+    manifest = build_artifact(request, out)
+    return manifest, (out / "model.tar.gz").stat().st_mtime_ns != before
+
+
+def test_an_unchanged_rebuild_is_a_no_op_and_every_input_change_rebuilds(request_for, user_model, tmp_path, monkeypatch):
+    out = tmp_path / "artifact"
+    first, rebuilt = _built(request_for, out)
+    assert rebuilt
+    assert _built(request_for, out) == (first, False)  # nothing changed: no rebuild
+
+    assert _built(replace(request_for, recipe="script"), out)[1]  # recipe
+    assert _built(request_for, out)[1]
+
+    torch.manual_seed(8)
+    from team_models.small import build
+
+    torch.save(build().state_dict(), user_model / "small.pth")
+    assert _built(request_for, out)[1]  # weights
+
+    source = user_model / "team_models" / "small.py"
+    source.write_text(source.read_text() + "\n# retrained head\n")
+    assert _built(request_for, out)[1]  # the model's code
+
+    monkeypatch.setattr("model_artifacts.cache.version", lambda package: "9.9.9")
+    assert _built(request_for, out)[1]  # the torch that builds it
+
+
+def test_a_changed_handler_rebuilds(request_for, tmp_path, monkeypatch):
+    out = tmp_path / "artifact"
+    _built(request_for, out)
+    handler = tmp_path / "inference_src" / "inference.py"
+    handler.parent.mkdir()
+    handler.write_text((REPO / "inference_src" / "inference.py").read_text() + "\n# changed\n")
+    (handler.parent / "requirements.txt").write_text("")
+    monkeypatch.setattr("model_artifacts.cache.HANDLER_FILE", handler)
+    assert _built(request_for, out)[1]
+
+
+def test_a_tampered_artifact_is_rebuilt(request_for, tmp_path):
+    out = tmp_path / "artifact"
+    manifest, _ = _built(request_for, out)
+    (out / "model.tar.gz").write_bytes(b"not the artifact")
+    rebuilt_manifest, rebuilt = _built(request_for, out)
+    assert rebuilt and rebuilt_manifest["sha256"] == manifest["sha256"]
+
+
+# ------------------------------------------------------------ progress: steps in logs, one line per model in CI
+
+
+@pytest.mark.parametrize("ci, expected_lines", [(None, 9), ("true", 1)])
+def test_progress_is_per_step_in_logs_and_one_line_in_ci(user_model, ci, expected_lines):
+    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out", env={"CI": ci} if ci else None)
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == expected_lines, result.stderr
+    assert lines[-1].startswith("[model] built in")
