@@ -72,7 +72,8 @@ class BuildSpec(_Strict):
     """What becomes model.pt: an example model or your own factory + weights, and how it is converted."""
 
     # One of: an example model (random weights, fixed seed), or your own `package.module:function`.
-    model: Optional[Literal["example-resnet", "example-resnet-tiny", "example-resnet-50"]] = None
+    # MXNet (framework: mxnet): the GluonCV detector of the second source document.
+    model: Optional[Literal["example-resnet", "example-resnet-tiny", "example-resnet-50", "ssd_512_mobilenet1.0_coco"]] = None
     factory: Optional[str] = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     # A state_dict (.pth), relative to the repository root; loaded with torch.load(weights_only=True).
     weights: Optional[str] = None
@@ -154,7 +155,7 @@ class ServingSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    framework: Literal["pytorch"] = "pytorch"
+    framework: Literal["pytorch", "mxnet"] = "pytorch"
     build: BuildSpec = Field(default_factory=BuildSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
@@ -217,11 +218,6 @@ class ServingTarget:
     @property
     def is_serverless(self) -> bool:
         return self.profile == "serverless"
-
-    @property
-    def runtime_torch_version(self) -> str:
-        # The PyTorch serving images ship the torch their framework version names.
-        return self.framework_version
 
 
 @dataclass(frozen=True)

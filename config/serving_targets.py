@@ -34,6 +34,16 @@ PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
     "serverless": ProfileSettings(framework_version="2.6.0", memory_size_mb=3072, max_concurrency=10),
 }
 SERVERLESS = "serverless"
+# The second source document: GluonCV SSD on MXNet 1.4.1 with ml.c5.xlarge + ml.eia2.large.
+MXNET_PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
+    "eia": ProfileSettings(instance_type="ml.c5.xlarge", accelerator_type="ml.eia2.large", framework_version="1.4.1"),
+    "gpu": ProfileSettings(instance_type="ml.g4dn.xlarge", framework_version="1.9.0"),
+    "cpu": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="1.9.0"),
+    "serverless": ProfileSettings(framework_version="1.9.0", memory_size_mb=4096, max_concurrency=5),
+}
+FRAMEWORK_PROFILE_DEFAULTS = {"pytorch": PROFILE_DEFAULTS, "mxnet": MXNET_PROFILE_DEFAULTS}
+MXNET_MODELS = ("ssd_512_mobilenet1.0_coco",)
+MXNET_RECIPE = "mxnet-symbol"  # net.export(): model-symbol.json + model-0000.params
 
 # The recommended replacement for each EIA host when EI cannot be launched.
 EIA_SUCCESSOR_PROFILE = "gpu"
@@ -91,6 +101,8 @@ def _versions(scope_table: dict) -> List[str]:
 
 def _recipe_for(spec: ModelSpec, profile: str, framework_version: str, where: str) -> str:
     """The conversion recipe: the configured one if the runtime can load it, else the runtime's own."""
+    if spec.framework == "mxnet":
+        return MXNET_RECIPE
     recipe = spec.build.recipe
     runtime_recipe = _runtime_recipe(profile, framework_version)
     if recipe in ("auto", runtime_recipe) or recipe in ("trace", "script"):
@@ -114,7 +126,7 @@ def _runtime_recipe(profile: str, framework_version: str) -> str:
 
 def active_profile_settings(spec: ModelSpec) -> ProfileSettings:
     profile = spec.serving.profile
-    merged = PROFILE_DEFAULTS[profile].model_dump()
+    merged = FRAMEWORK_PROFILE_DEFAULTS[spec.framework][profile].model_dump()
     override = spec.serving.profiles.get(profile)
     if override is not None:
         merged.update({k: v for k, v in override.model_dump().items() if v is not None})
@@ -128,6 +140,7 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
     """
     profile = spec.serving.profile
     settings = active_profile_settings(spec)
+    _check_build_fits_framework(spec, where)
     if profile == "serverless":
         _check_serverless(spec, settings, where)
     else:
@@ -161,6 +174,19 @@ def hosting_instance_types() -> Tuple[str, ...]:
     model = distribution("botocore").locate_file("botocore/data/sagemaker/2017-07-24/service-2.json.gz")
     shapes = json.loads(gzip.decompress(Path(model).read_bytes()))["shapes"]
     return tuple(shapes["ProductionVariantInstanceType"]["enum"])
+
+
+def _check_build_fits_framework(spec: ModelSpec, where: str) -> None:
+    build = spec.build
+    if spec.framework == "mxnet":
+        torch_only = [key for key in ("factory", "weights") if getattr(build, key)] + (["recipe"] if build.recipe != "auto" else [])
+        if build.model not in MXNET_MODELS or torch_only:
+            raise ConfigError(
+                f"{where}: framework: mxnet builds the GluonCV detector: set build.model to one of {', '.join(MXNET_MODELS)}"
+                + (f" and remove build.{', build.'.join(torch_only)} (PyTorch only)" if torch_only else "")
+            )
+    elif build.model in MXNET_MODELS:
+        raise ConfigError(f"{where}: build.model = {build.model!r} is an MXNet model; set framework: mxnet")
 
 
 def _check_instance(profile: str, settings: ProfileSettings, where: str) -> None:

@@ -15,7 +15,7 @@ from config import ConfigError
 from model_artifacts import torchscript
 from model_artifacts.cache import cache_key, up_to_date
 from model_artifacts.compatibility import check_runtime_can_load
-from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
+from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 from model_artifacts.progress import Reporter
 from model_artifacts.requests import BuildRequest
@@ -24,6 +24,9 @@ from model_artifacts.requests import BuildRequest
 EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
 EXPORT_INFO_FILE = "export.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# MXNet needs numpy < 1.24, so the detector is exported in its own venv (make setup-mxnet).
+MXNET_PYTHON = REPO_ROOT / ".venv-mxnet" / "bin" / "python"
+MXNET_MODEL_FILES = ("model-symbol.json", "model-0000.params")
 
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
 STEPS = 4
@@ -51,50 +54,71 @@ def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Repo
 
 def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dict:
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as scratch:
-        if request.runtime_export:
-            export_dir = request.runtime_export
-            with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {export_dir}"):
-                exported = _exported(request, export_dir)
+        if request.target_framework == "mxnet":
+            model_files, build_version, details = _export_mxnet(request, Path(scratch), progress)
         else:
-            export_dir = Path(scratch)
-            with progress.step(f"load {request.source}, convert ({request.recipe}), check parity with this torch"):
-                _export_in_a_fresh_interpreter(request, export_dir)
-                exported = _exported(request, export_dir)
-        with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
-            extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
-            torchscript.normalize(export_dir / EXPORTED_MODEL_FILE, archive, extra_files)
-    build_torch = exported["torch_version"]
-    format_version = torchscript.archive_format_version(archive)
-    check_runtime_can_load(request.name, build_torch, request.target_framework_version, format_version, request.allow_newer_torch)
+            model_files, build_version, details = _export_torchscript(request, Path(scratch), archive, progress)
+        handler = HANDLER_FILES[request.target_framework]
+        files = {**model_files, "code/inference.py": handler, "code/requirements.txt": handler.parent / "requirements.txt"}
+        artifact = out_dir / ARTIFACT_FILE
+        with progress.step("package model.tar.gz", total_bytes=sum(p.stat().st_size for p in files.values())) as advance:
+            write_reproducible_tarball(artifact, files, on_bytes=advance)
+        with progress.step("write manifest"):
+            return {
+                "name": request.name,
+                "artifact": ARTIFACT_FILE,
+                "sha256": sha256_of(artifact),
+                "size_bytes": artifact.stat().st_size,
+                "files": {name: sha256_of(path) for name, path in sorted(files.items())},
+                "model": request.source,
+                "weights_sha256": sha256_of(request.weights) if request.weights else None,
+                "recipe": request.recipe,
+                "input_shape": list(request.input_shape),
+                "dtype": request.input_dtype,
+                "image_preprocessing": request.image_preprocessing,
+                "build_framework_version": build_version,
+                "runtime_framework_version": request.target_framework_version,
+                "allow_newer_torch": request.allow_newer_torch,
+                "target_runtime": {
+                    "framework": request.target_framework,
+                    "framework_version": request.target_framework_version,
+                    "profile": request.target_profile,
+                },
+                **details,
+            }
 
-    files = {"model.pt": archive, "code/inference.py": HANDLER_FILE, "code/requirements.txt": HANDLER_FILE.parent / "requirements.txt"}
-    artifact = out_dir / ARTIFACT_FILE
-    with progress.step("package model.tar.gz", total_bytes=sum(p.stat().st_size for p in files.values())) as advance:
-        write_reproducible_tarball(artifact, files, on_bytes=advance)
-    with progress.step("write manifest"):
-        return {
-            "name": request.name,
-            "artifact": ARTIFACT_FILE,
-            "sha256": sha256_of(artifact),
-            "size_bytes": artifact.stat().st_size,
-            "files": {name: sha256_of(path) for name, path in sorted(files.items())},
-            "model": request.source,
-            "weights_sha256": sha256_of(request.weights) if request.weights else None,
-            "recipe": request.recipe,
-            "input_shape": list(request.input_shape),
-            "dtype": request.input_dtype,
-            "image_preprocessing": request.image_preprocessing,
-            "build_torch_version": build_torch,
-            "runtime_torch_version": request.target_framework_version,
-            "allow_newer_torch": request.allow_newer_torch,
-            "torchscript_archive_format_version": format_version,
-            "target_runtime": {
-                "framework": request.target_framework,
-                "framework_version": request.target_framework_version,
-                "profile": request.target_profile,
-            },
-            "parity": {**exported["parity"], "checked_with_torch": build_torch},
-        }
+
+def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, progress):
+    """model.pt converted by this torch (or the runtime's, from --runtime-export), normalized, checked loadable."""
+    if request.runtime_export:
+        export_dir = request.runtime_export
+        with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {export_dir}"):
+            exported = _exported(request, export_dir)
+    else:
+        export_dir = scratch
+        with progress.step(f"load {request.source}, convert ({request.recipe}), check parity with this torch"):
+            _export_in_a_fresh_interpreter(request, export_dir)
+            exported = _exported(request, export_dir)
+    with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
+        extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
+        torchscript.normalize(export_dir / EXPORTED_MODEL_FILE, archive, extra_files)
+    format_version = torchscript.archive_format_version(archive)
+    check_runtime_can_load(request.name, exported["torch_version"], request.target_framework_version, format_version, request.allow_newer_torch)
+    details = {"parity": {**exported["parity"], "checked_with": exported["torch_version"]}, "torchscript_archive_format_version": format_version}
+    return {"model.pt": archive}, exported["torch_version"], details
+
+
+def _export_mxnet(request: BuildRequest, scratch: Path, progress):
+    """The GluonCV detector built and exported (symbol + params) by MXNet in its own venv."""
+    if not MXNET_PYTHON.exists():
+        raise ConfigError(f"model {request.name!r} is an MXNet model: its build environment is missing; run `make setup-mxnet`")
+    command = [str(MXNET_PYTHON), "-m", "model_artifacts.mxnet_export", "--model", request.source, "--out", str(scratch)]
+    if request.weights:
+        command += ["--weights", str(request.weights)]
+    with progress.step(f"build {request.source} with MXNet and export its symbol and parameters"):
+        _run_export(request, command, python_path=[str(REPO_ROOT)])  # nothing from this venv's numpy 2
+        exported = json.loads((scratch / EXPORT_INFO_FILE).read_text())
+    return {name: scratch / name for name in MXNET_MODEL_FILES}, exported["mxnet_version"], {}
 
 
 def _export_in_a_fresh_interpreter(request: BuildRequest, out: Path) -> None:
@@ -106,8 +130,12 @@ def _export_in_a_fresh_interpreter(request: BuildRequest, out: Path) -> None:
     command = [sys.executable, "-m", "model_artifacts.runtime_export", *source, "--recipe", request.recipe,
                "--input-shape", *map(str, request.input_shape), "--dtype", request.input_dtype, "--out", str(out)]
     # The child sees what this process sees: the repository, and the directory the factory is imported from.
-    path = os.pathsep.join([str(REPO_ROOT)] + [p or os.getcwd() for p in sys.path])
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path})
+    _run_export(request, command, python_path=[str(REPO_ROOT)] + [p or os.getcwd() for p in sys.path])
+
+
+def _run_export(request: BuildRequest, command, python_path) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(python_path)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         _, marker, error = result.stderr.partition("error: ")
         raise ConfigError(f"model {request.name!r}: " + (error.strip() if marker else f"the conversion failed:\n{result.stderr.strip()}"))

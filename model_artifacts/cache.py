@@ -12,7 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILE, MANIFEST_FILE
+from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of
 from model_artifacts.requests import BuildRequest
 
@@ -29,7 +29,9 @@ def cache_key(request: BuildRequest) -> str:
 
 
 def _input_files(request: BuildRequest) -> List[Path]:
-    files = sorted(BUILD_CODE.rglob("*.py")) + sorted(HANDLER_FILE.parent.glob("*"))
+    files = sorted(BUILD_CODE.rglob("*.py")) + sorted(HANDLER_FILES[request.target_framework].parent.glob("*"))
+    if request.target_framework == "mxnet":
+        files.append(BUILD_CODE.parent / "constraints-mxnet.txt")  # the MXNet that builds it
     if request.factory:
         files += _package_sources(request.factory.partition(":")[0])
     if request.weights:

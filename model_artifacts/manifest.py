@@ -12,6 +12,9 @@ from config import ConfigError, ModelDeployment
 ARTIFACT_FILE = "model.tar.gz"
 MANIFEST_FILE = "manifest.json"
 HANDLER_FILE = Path(__file__).resolve().parent.parent / "inference_src" / "inference.py"
+# The MXNet detector's handler (the second source document), shipped the same way as code/inference.py.
+MXNET_HANDLER_FILE = HANDLER_FILE.parent / "mxnet_ssd" / "inference.py"
+HANDLER_FILES = {"pytorch": HANDLER_FILE, "mxnet": MXNET_HANDLER_FILE}
 REBUILD_HINT = "run `make artifacts` (python -m model_artifacts build)"
 
 
@@ -25,8 +28,9 @@ class BuiltArtifact:
         return self.manifest["sha256"]
 
     @property
-    def build_torch_version(self) -> str:
-        return self.manifest["build_torch_version"]
+    def build_framework_version(self) -> str:
+        """The torch (or MXNet) that wrote the model files."""
+        return self.manifest["build_framework_version"]
 
 
 def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> BuiltArtifact:
@@ -53,9 +57,9 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
         "image_preprocessing": manifest.get("image_preprocessing"),
     }
     stale = [f"{key}: built {actual[key]!r}, configured {expected[key]!r}" for key in expected if actual[key] != expected[key]]
-    handler_sha = hashlib.sha256(HANDLER_FILE.read_bytes()).hexdigest()
-    if manifest.get("files", {}).get("code/inference.py") != handler_sha:
-        stale.append("inference_src/inference.py changed since the build")
+    handler = HANDLER_FILES[deployment.spec.framework]
+    if manifest.get("files", {}).get("code/inference.py") != hashlib.sha256(handler.read_bytes()).hexdigest():
+        stale.append(f"{handler.relative_to(HANDLER_FILE.parents[1])} changed since the build")
     if stale:
         raise ConfigError(f"model {deployment.name!r}: the built artifact is stale ({'; '.join(stale)}); {REBUILD_HINT}")
     return BuiltArtifact(directory=directory, manifest=manifest)

@@ -65,7 +65,8 @@ def build_requests(
                 target_profile=target.profile,
                 image_preprocessing=build.image_preprocessing.model_dump(mode="json"),
                 allow_newer_torch=allow_newer_torch or build.allow_newer_torch,
-                runtime_export=Path(runtime_export_dir) / deployment.name if runtime_export_dir else None,
+                # Only TorchScript is converted in the runtime's image; MXNet exports need GluonCV (make setup-mxnet).
+                runtime_export=Path(runtime_export_dir) / deployment.name if runtime_export_dir and target.framework == "pytorch" else None,
             )
         )
     return requests

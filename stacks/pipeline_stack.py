@@ -25,7 +25,9 @@ class PipelineStack(Stack):
         spec = config.pipeline
         source = pipelines.CodePipelineSource.connection(spec.repository, spec.branch, connection_arn=spec.connection_arn)
         runtime_exports = {
-            name: runtime_export_step(self, source, resolve_in_region(name, model, spec.region)) for name, model in config.models.items()
+            name: runtime_export_step(self, source, resolve_in_region(name, model, spec.region))
+            for name, model in config.models.items()
+            if model.framework == "pytorch"  # the MXNet detector is exported with GluonCV in the synth step
         }
         self.pipeline = pipelines.CodePipeline(
             self,

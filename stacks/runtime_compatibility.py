@@ -11,14 +11,14 @@ from model_artifacts.manifest import BuiltArtifact
 
 
 def warn_if_runtime_older(scope: IConstruct, deployment: ModelDeployment, artifact: BuiltArtifact) -> None:
-    runtime = deployment.target.runtime_torch_version
-    built = artifact.build_torch_version
+    runtime = deployment.target.framework_version
+    built = artifact.build_framework_version
+    framework = "torch" if deployment.spec.framework == "pytorch" else "MXNet"
     if Version(built) > Version(runtime):
         Annotations.of(scope).add_warning_v2(
             "torch-newer-than-runtime",
-            f"Model {deployment.name!r}: model.tar.gz was built with torch {built} (TorchScript archive format "
-            f"{artifact.manifest.get('torchscript_archive_format_version')}) but the {deployment.target.image_uri} "
-            f"runtime has torch {runtime}, which may refuse to load it; it was built with build.allow_newer_torch. "
-            f"Build the artifact inside the runtime's own image (the pipeline does), or with torch=={runtime} pinned, "
-            "before deploying.",
+            f"Model {deployment.name!r}: model.tar.gz was built with {framework} {built} but the "
+            f"{deployment.target.image_uri} runtime has {framework} {runtime}, which may refuse to load it. Build the "
+            f"artifact inside the runtime's own image (the pipeline does for PyTorch), or with {framework}=={runtime} "
+            "pinned, before deploying.",
         )

@@ -36,8 +36,8 @@ def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_arti
 def test_manifest_records_what_built_it_and_for_which_runtime(eia_artifacts):
     manifest = json.loads((eia_artifacts / "image-classifier" / "manifest.json").read_text())
     assert manifest["recipe"] == "eia-1.5"  # the seed's recipe for the 1.5.1 runtime: script
-    assert manifest["runtime_torch_version"] == "1.5.1" and manifest["allow_newer_torch"] is True
-    assert manifest["build_torch_version"] == torch.__version__.split("+")[0]
+    assert manifest["runtime_framework_version"] == "1.5.1" and manifest["allow_newer_torch"] is True
+    assert manifest["build_framework_version"] == torch.__version__.split("+")[0]
     assert manifest["target_runtime"] == {"framework": "pytorch", "framework_version": "1.5.1", "profile": "eia"}
     assert manifest["input_shape"] == [1, 3, 64, 64]
     assert manifest["torchscript_archive_format_version"] >= 1
@@ -137,8 +137,8 @@ def test_a_runtime_export_is_packaged_as_built_by_the_runtime(tmp_path):
 
     (request,) = build_requests(load_config(config), runtime_export_dir=export_dir)
     manifest = build_artifact(request, tmp_path / "out")
-    assert manifest["build_torch_version"] == "1.5.1"  # so synthesis no longer warns about a newer torch
-    assert manifest["parity"]["checked_with_torch"] == "1.5.1"
+    assert manifest["build_framework_version"] == "1.5.1"  # so synthesis no longer warns about a newer torch
+    assert manifest["parity"]["checked_with"] == "1.5.1"
     with tarfile.open(tmp_path / "out" / "model.tar.gz") as tar:
         archive = tar.extractfile("model.pt").read()
     assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]

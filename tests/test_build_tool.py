@@ -14,6 +14,7 @@ import torch
 
 from config import ConfigError
 from model_artifacts.build import build_artifact
+from model_artifacts.manifest import HANDLER_FILES
 from model_artifacts.requests import BuildRequest
 from tests.conftest import REPO
 
@@ -72,7 +73,7 @@ def test_a_user_model_with_weights_builds_with_each_recipe_from_the_cli(user_mod
     manifest = json.loads((user_model / "out" / "manifest.json").read_text())
     assert manifest["model"] == "team_models.small:build" and manifest["recipe"] == recipe
     assert manifest["weights_sha256"] and manifest["parity"]["max_abs_error"] <= manifest["parity"]["atol"]
-    assert (manifest["runtime_torch_version"], manifest["allow_newer_torch"]) == (runtime_torch, True)
+    assert (manifest["runtime_framework_version"], manifest["allow_newer_torch"]) == (runtime_torch, True)
     assert not (user_model / "out" / "model.pt").exists()  # the working archive is streamed, then removed
 
 
@@ -165,7 +166,7 @@ def test_a_changed_handler_rebuilds(request_for, tmp_path, monkeypatch):
     handler.parent.mkdir()
     handler.write_text((REPO / "inference_src" / "inference.py").read_text() + "\n# changed\n")
     (handler.parent / "requirements.txt").write_text("")
-    monkeypatch.setattr("model_artifacts.cache.HANDLER_FILE", handler)
+    monkeypatch.setitem(HANDLER_FILES, "pytorch", handler)
     assert _built(request_for, out)[1]
 
 
