@@ -51,16 +51,14 @@ class ServingStack(Stack):
             upload = ModelArtifactUpload(
                 model_scope,
                 "Artifact",
-                bucket=store.bucket,
-                bucket_arn_export=store.bucket_arn_export,
+                store=store,
                 model_name=deployment.name,
                 artifact=artifact,
             )
             role = ModelExecutionRole(
                 model_scope,
                 "ExecutionRole",
-                bucket=store.bucket,
-                bucket_arn_export=store.bucket_arn_export,
+                store=store,
                 artifact_prefix=upload.prefix,
                 image_uri=deployment.target.image_uri,
                 endpoint_name=endpoint_name,

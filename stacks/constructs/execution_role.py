@@ -5,8 +5,9 @@ from typing import Sequence
 from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
+from stacks.artifact_store_stack import ImportedArtifactStore
 
 from config.serving_targets import image_registry_and_repository
 
@@ -19,8 +20,7 @@ class ModelExecutionRole(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        bucket: s3.IBucket,
-        bucket_arn_export: str,
+        store: ImportedArtifactStore,
         artifact_prefix: str,
         image_uri: str,
         endpoint_name: str,
@@ -48,7 +48,7 @@ class ModelExecutionRole(Construct):
             )
 
         # Scoped grants: enough to serve without the managed policy.
-        bucket.grant_read(self.role, f"{artifact_prefix}*")
+        store.bucket.grant_read(self.role, f"{artifact_prefix}*")
         registry, repository = image_registry_and_repository(image_uri)
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -87,7 +87,7 @@ class ModelExecutionRole(Construct):
             ("AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Decrypting the artifact key only (bucket key)."),
             ("AwsSolutions::AwsSolutions-IAM5[Action::kms:ReEncrypt*]", "Granted by S3 grant_read on the artifact key only."),
             (
-                f"AwsSolutions::AwsSolutions-IAM5[Resource::{bucket_arn_export}/{artifact_prefix}*]",
+                f"AwsSolutions::AwsSolutions-IAM5[Resource::{store.bucket_arn_export}/{artifact_prefix}*]",
                 "Artifacts are content-addressed objects under this model's prefix.",
             ),
             ("AwsSolutions::AwsSolutions-IAM5[Resource::*]", "ecr:GetAuthorizationToken has no resource; PutMetricData is limited by namespace."),

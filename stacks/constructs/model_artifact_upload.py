@@ -1,10 +1,10 @@
 """Copies a built model.tar.gz into the artifact bucket under a content-addressed key."""
 from aws_cdk import Acknowledgment, Stack, Validations
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
 from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE, BuiltArtifact
+from stacks.artifact_store_stack import ImportedArtifactStore
 
 
 class ModelArtifactUpload(Construct):
@@ -12,7 +12,7 @@ class ModelArtifactUpload(Construct):
     gives a new ModelDataUrl (and a new Model) while an unchanged one leaves `cdk diff` empty."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, bucket: s3.IBucket, bucket_arn_export: str, model_name: str, artifact: BuiltArtifact
+        self, scope: Construct, construct_id: str, *, store: ImportedArtifactStore, model_name: str, artifact: BuiltArtifact
     ) -> None:
         super().__init__(scope, construct_id)
         self.prefix = f"models/{model_name}/"
@@ -21,14 +21,14 @@ class ModelArtifactUpload(Construct):
             self,
             "Deployment",
             sources=[s3deploy.Source.asset(str(artifact.directory), exclude=[MANIFEST_FILE], asset_hash=artifact.sha256)],
-            destination_bucket=bucket,
+            destination_bucket=store.bucket,
             destination_key_prefix=f"{self.prefix}{artifact.sha256}/",
             prune=False,  # earlier artifacts stay, so a rollback can point back at them
             retain_on_delete=True,
             memory_limit=1024,
         )
-        self.model_data_url = f"s3://{bucket.bucket_name}/{self.key}"
-        _acknowledge_copy_function_findings(Stack.of(self), bucket_arn_export)
+        self.model_data_url = f"s3://{store.bucket.bucket_name}/{self.key}"
+        _acknowledge_copy_function_findings(Stack.of(self), store.bucket_arn_export)
 
 
 def _acknowledge_copy_function_findings(stack: Stack, bucket_arn_export: str) -> None:
