@@ -7,9 +7,8 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.artifact_store_stack import ImportedArtifactStore
-
 from config.serving_targets import image_registry_and_repository
+from stacks.artifact_store_stack import ImportedArtifactStore
 
 SAGEMAKER_FULL_ACCESS = "AmazonSageMakerFullAccess"
 
