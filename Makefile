@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup artifacts synth lint diff cost serve invoke test test-fast clean
+.PHONY: setup artifacts synth lint diff cost serve invoke test test-fast bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -68,6 +68,13 @@ test: setup  ## the whole suite, end-to-end tests included
 
 test-fast: setup  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
+
+# Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the
+# table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) is installed from
+# requirements-bench.txt here only, never with the product. BENCH_ARGS="latency serving" runs a subset.
+bench: setup  ## latency, serving overhead, cdk synth and build benchmarks (about 10 minutes on 2 cores)
+	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf cdk.out build .pytest_cache

@@ -1,0 +1,363 @@
+"""make bench: the arithmetic behind every reported ratio, the report files, and quick runs of each benchmark."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import build, common, latency, report, serving, synth
+from benchmarks.__main__ import MODULES, REPORT_ORDER
+from tests.conftest import REPO
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 100, 151])
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
+def test_percentile_matches_numpy_linear(size, q):
+    values = list(np.random.default_rng(size).exponential(10, size))
+    assert common.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_median_of_an_even_count_is_the_midpoint_and_order_does_not_matter():
+    assert common.median([4, 1, 3, 2]) == 2.5
+    assert common.median([5]) == 5
+
+
+@pytest.mark.parametrize("values, q", [([], 50), ([1.0], -1), ([1.0], 101)])
+def test_percentile_refuses_nonsense(values, q):
+    with pytest.raises(ValueError):
+        common.percentile(values, q)
+
+
+def test_summarize_reports_milliseconds():
+    stats = common.summarize([0.010, 0.020, 0.030, 0.040, 1.0])
+    assert stats["n"] == 5 and stats["median_ms"] == pytest.approx(30)
+    assert stats["min_ms"] == pytest.approx(10) and stats["max_ms"] == pytest.approx(1000)
+    assert stats["p90_ms"] == pytest.approx(float(np.percentile([10, 20, 30, 40, 1000], 90)))
+    assert stats["samples_ms"] == [10, 20, 30, 40, 1000]
+
+
+def test_ratio_and_its_guard():
+    assert common.ratio(115, 100) == pytest.approx(1.15)
+    with pytest.raises(ValueError):
+        common.ratio(1, 0)
+
+
+@pytest.mark.parametrize("value, limit, better, verdict", [
+    (1.15, 1.15, "lower", "PASS"),  # exactly on the target passes
+    (1.1501, 1.15, "lower", "MISS"),
+    (0.5, 1.10, "lower", "PASS"),
+    (2.0, 1.5, "higher", "PASS"),
+    (1.0, 1.5, "higher", "MISS"),
+    (3.0, None, "lower", None),  # reported without a target
+])
+def test_targets_are_pass_or_miss(value, limit, better, verdict):
+    entry = common.target("x / y", value, limit, better)
+    assert entry["verdict"] == verdict and entry["ratio"] == value and entry["target"] == limit
+
+
+def test_target_refuses_an_unknown_direction():
+    with pytest.raises(ValueError):
+        common.target("x", 1.0, 1.0, better="sideways")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_interleaved_rotates_the_order_and_times_each_call():
+    clock, calls = FakeClock(), []
+
+    def candidate(name, cost):
+        def call():
+            calls.append(name)
+            clock.now += cost
+        return call
+
+    timings = common.interleaved({"a": candidate("a", 1.0), "b": candidate("b", 2.0), "c": candidate("c", 3.0)},
+                                 warmup=1, min_rounds=3, max_rounds=3, budget_s=0, clock=clock)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert timings.samples == {"a": [1.0] * 3, "b": [2.0] * 3, "c": [3.0] * 3}
+    assert (timings.rounds, timings.contended, timings.used) == (3, 0, 3) and timings.describe() == "3 rounds, all quiet"
+
+
+def test_interleaved_stops_at_the_budget_but_not_before_min_rounds():
+    clock = FakeClock()
+
+    def tick():
+        clock.now += 1.0
+
+    long = common.interleaved({"x": tick}, warmup=0, min_rounds=2, max_rounds=100, budget_s=5, clock=clock)
+    assert len(long.samples["x"]) == 5
+    short = common.interleaved({"x": tick}, warmup=0, min_rounds=4, max_rounds=100, budget_s=0.5, clock=clock)
+    assert len(short.samples["x"]) == 4
+    capped = common.interleaved({"x": tick}, warmup=0, min_rounds=1, max_rounds=3, budget_s=1000, clock=clock)
+    assert len(capped.samples["x"]) == 3
+
+
+class FakeMonitor:
+    """Reports the next of a list of 'other processes' loads, one per round."""
+
+    def __init__(self, loads):
+        self.loads = iter(loads)
+
+    def __call__(self):
+        return self
+
+    def start(self):
+        return self
+
+    def other_cores(self):
+        return next(self.loads)
+
+
+def test_contended_rounds_are_set_aside_whole_and_replaced():
+    clock, values = FakeClock(), iter(range(100))
+
+    def call():
+        clock.now += 1.0
+        return next(values)
+
+    seen = []
+    timings = common.interleaved({"x": lambda: seen.append(call())}, warmup=0, min_rounds=3, max_rounds=3, budget_s=0,
+                                 give_up_s=100, monitor=FakeMonitor([0.0, 1.5, 0.1, 0.9, 0.2]), clock=clock)
+    assert (timings.rounds, timings.contended, timings.used) == (5, 2, 3)
+    assert len(timings.samples["x"]) == 3 and seen == [0, 1, 2, 3, 4]
+    assert timings.describe() == "3 quiet rounds used, 2 contended set aside"
+    assert timings.record()["rounds_contended"] == 2
+
+
+def test_a_machine_busy_throughout_keeps_every_round_and_says_so():
+    clock = FakeClock()
+
+    def tick():
+        clock.now += 1.0
+
+    timings = common.interleaved({"x": tick, "y": tick}, warmup=0, min_rounds=3, max_rounds=10, budget_s=2, give_up_s=6,
+                                 monitor=FakeMonitor([2.0] * 100), clock=clock)
+    # each round takes 2 s: rounds until 6 s have passed, then every round is used
+    assert (timings.rounds, timings.contended, timings.used) == (3, 3, 3)
+    assert len(timings.samples["x"]) == 3 and "all used although 3 were contended" in timings.describe()
+
+
+# ------------------------------------------------------------------------------------ the machine
+
+
+def test_environment_records_what_the_tables_show():
+    env = common.environment()
+    for key in ("date_utc", "cpu", "cores", "memory_gib", "python", "torch", "onnxruntime", "aws_cdk_lib", "cdk_cli"):
+        assert key in env
+    assert env["date_utc"].endswith("UTC") and env["cores"] >= 1 and env["torch"]
+
+
+def test_cpu_model_and_memory_come_from_proc(tmp_path):
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Example CPU @ 3.0GHz\n")
+    (tmp_path / "meminfo").write_text("MemTotal:       25165824 kB\n")
+    assert common.cpu_model(tmp_path / "cpuinfo") == "Example CPU @ 3.0GHz"
+    assert common.memory_gib(tmp_path / "meminfo") == 24.0
+
+
+def test_cpu_monitor_counts_our_own_work_as_ours():
+    monitor = common.CpuMonitor().start()
+    end = __import__("time").process_time() + 0.3
+    while __import__("time").process_time() < end:
+        pass
+    other = monitor.other_cores()
+    assert other is not None and 0 <= other <= os.cpu_count()
+
+
+def test_waits_for_another_torchserve_then_goes_on(monkeypatch):
+    answers = iter([[123], [123], []])
+    monkeypatch.setattr(common, "torchserve_pids", lambda: next(answers))
+    lines = []
+    progress = common.Progress("t")
+    monkeypatch.setattr(progress, "say", lines.append)
+    common.wait_for_no_torchserve(60, progress, poll_s=0)
+    assert len(lines) == 2 and "123" in lines[0]
+
+
+def test_gives_up_on_another_torchserve_after_the_limit(monkeypatch):
+    monkeypatch.setattr(common, "torchserve_pids", lambda: [7])
+    with pytest.raises(RuntimeError, match="only one may run"):
+        common.wait_for_no_torchserve(0, common.Progress("t", enabled=False), poll_s=0)
+
+
+# ------------------------------------------------------------------------------------ report
+
+ENV = {"date_utc": "2026-01-01 00:00 UTC", "cpu": "Example CPU", "cores": 2, "memory_gib": 24.0, "os": "Linux",
+       "python": "3.11.7", "torch": "2.13.0", "onnxruntime": "1.31.1", "aws_cdk_lib": "2.275.0", "cdk_cli": "2.1148.1"}
+
+
+def _stat(median_ms, **extra):
+    return {"n": 10, "median_ms": median_ms, "p90_ms": median_ms * 1.1, "p99_ms": median_ms * 1.2, **extra}
+
+
+def _sections():
+    """One section per benchmark, shaped as each module's run() returns it."""
+    def wrap(name, body):
+        return {"title": MODULES[name].TITLE, "quick": False, "environment": ENV, "duration_s": 12.0,
+                "contention": {"other_cores": 0.05, "waited_s": 0}, **body}
+
+    batches = {b: {n: _stat(m * int(b), vs_eager=m / 100, vs_onnxruntime=m / 60) for n, m in
+                   [("eager", 100), ("trace", 80), ("script", 82), ("optimized", 66), ("onnxruntime", 60)]} for b in ("1", "8")}
+    stats = {name: _stat(m, p50_vs_in_process=m / 90, p99_vs_in_process=m / 90, p50_overhead_ms=m - 90)
+             for name, m in [(serving.IN_PROCESS, 90), (serving.NPY, 97), (serving.JPEG, 104)]}
+    return {
+        "latency": wrap("latency", {"model": "example-resnet-50", "threads": 2, "batches": batches, "notes": ["n"],
+                                    "targets": [common.target("batch 1: optimized / ORT", 1.10, 1.15)]}),
+        "serving": wrap("serving", {"model": "example-resnet-50", "stats": stats, "notes": [],
+                                    "targets": [common.target("npy p50", 97 / 90, 1.10), common.target("jpeg p50", 104 / 90, 1.10)]}),
+        "synth": wrap("synth", {"whole_app_s": [18.0, 19.0, 17.5], "empty_app_s": [6.0, 6.1, 5.9], "whole_app_median_s": 18.0,
+                                "empty_app_median_s": 6.0, "whole_over_empty": 3.0, "targets": [common.target("whole / empty", 3.0, 1.25)]}),
+        "build": wrap("build", {"model": "example-resnet-50", "recipe": "optimized", "cold_s": 10.0, "noop_s": [0.4, 0.5, 0.4],
+                                "noop_median_s": 0.4, "cold_over_noop": 25.0, "targets": [common.target("noop / cold", 0.04, None)],
+                                "compression": {"input_bytes": 10**8, "ours_bytes": 9 * 10**7, "tar_bytes": 9 * 10**7,
+                                                "ours_mb_per_s": 24.0, "tar_mb_per_s": 30.0, "ours_over_tar": 0.8}}),
+    }
+
+
+def test_readme_block_is_replaced_and_the_hand_written_text_stays(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{report.START}\nold table\n{report.END}\n\n## Notes\nkept\n")
+    report.write_readme(readme, "new table")
+    text = readme.read_text()
+    assert text == f"# Title\n\nintro\n\n{report.START}\nnew table\n{report.END}\n\n## Notes\nkept\n"
+    report.write_readme(readme, "newer")  # idempotent shape
+    assert readme.read_text().count(report.START) == 1 and "newer" in readme.read_text() and "new table" not in readme.read_text()
+
+
+def test_readme_without_markers_gets_them_appended(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Mine\n")
+    report.write_readme(readme, "table")
+    assert readme.read_text() == f"# Mine\n\n{report.START}\ntable\n{report.END}\n"
+
+
+def test_a_subset_run_keeps_the_other_sections_in_report_order():
+    old = {"schema": report.SCHEMA, "benchmarks": {"synth": {"old": 1}, "latency": {"old": 2}}}
+    merged = report.merge(old, {"latency": {"new": 3}, "build": {"new": 4}}, REPORT_ORDER)
+    assert list(merged["benchmarks"]) == ["latency", "synth", "build"]
+    assert merged["benchmarks"]["latency"] == {"new": 3} and merged["benchmarks"]["synth"] == {"old": 1}
+
+
+def test_results_round_trip_and_a_foreign_schema_starts_afresh(tmp_path):
+    report.save(tmp_path, {"schema": report.SCHEMA, "benchmarks": {"x": {"y": 1}}})
+    assert report.load(tmp_path)["benchmarks"] == {"x": {"y": 1}}
+    (tmp_path / report.RESULTS_FILE).write_text(json.dumps({"schema": 999, "benchmarks": {"x": {}}}))
+    assert report.load(tmp_path)["benchmarks"] == {}
+
+
+def test_markdown_table_right_aligns_number_columns():
+    text = report.markdown_table(["name", "ms", "ratio"], [["eager", "12.5", "1.00x"], ["a|b", "3.0", "—"]])
+    lines = text.splitlines()
+    assert lines[1] == "|---|---:|---:|"
+    assert lines[3] == "| a\\|b | 3.0 | — |"
+
+
+def test_render_lists_every_target_with_its_verdict_and_every_environment(tmp_path):
+    results = {"schema": report.SCHEMA, "benchmarks": _sections()}
+    text = report.render(results, MODULES, REPORT_ORDER)
+    assert "| latency | batch 1: optimized / ORT | 1.10x | ≤ 1.15x | PASS |" in text
+    assert "| synth | whole / empty | 3.00x | ≤ 1.25x | MISS |" in text
+    assert "| build | noop / cold | 0.04x | — | — |" in text
+    assert text.count("Example CPU, 2 cores, 24.0 GiB") == 4 and text.count("torch 2.13.0") == 4
+    for number, name in enumerate(REPORT_ORDER, start=1):
+        assert f"### {number}. {MODULES[name].TITLE} (`{name}`)" in text
+    assert "| 8 | optimized (served form) | 528.0 |" in text
+
+
+def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):
+    sections = _sections()
+    report.chart(tmp_path / "all.png", {"benchmarks": sections}, MODULES, REPORT_ORDER)
+    del sections["serving"]
+    report.chart(tmp_path / "some.png", {"benchmarks": sections}, MODULES, REPORT_ORDER)
+    for name in ("all.png", "some.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_module_has_the_report_interface():
+    assert set(MODULES) == set(REPORT_ORDER)
+    for module in (latency, serving, synth, build):
+        assert module.NAME in MODULES and callable(module.run) and callable(module.table) and callable(module.plot)
+
+
+def test_the_empty_app_is_the_minimal_cdk_app_on_this_venv(tmp_path):
+    directory = synth.empty_app(tmp_path / "empty")
+    assert (directory / "app.py").read_text().splitlines() == [
+        "import aws_cdk as cdk", "", "app = cdk.App()", 'cdk.Stack(app, "Empty")', "app.synth()"]
+    assert json.loads((directory / "cdk.json").read_text())["app"] == f"{sys.executable} app.py"
+
+
+# ------------------------------------------------------------------------------------ quick runs
+
+
+def _bench(tmp_path, *names):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", *names, "--quick", "--quiet-wait", "0",
+                           "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())["benchmarks"]
+    assert list(results) == [n for n in REPORT_ORDER if n in names]
+    readme = (out / "README.md").read_text()
+    assert report.START in readme and "quick mode" in readme
+    assert (out / "results.png").is_file()
+    assert all(f"[bench {name}" in done.stderr for name in names)  # progress lines
+    return results
+
+
+def test_cli_refuses_an_unknown_benchmark():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "nonsense"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown benchmark nonsense" in done.stderr
+
+
+def test_quick_build_benchmark(tmp_path):
+    section = _bench(tmp_path, "build")["build"]
+    assert section["cold_s"] > section["noop_median_s"] > 0
+    assert section["compression"]["ours_mb_per_s"] > 0 and section["compression"]["tar_mb_per_s"] > 0
+    assert section["environment"]["torch"] and section["quick"] is True
+
+
+def test_quick_latency_benchmark(tmp_path):
+    section = _bench(tmp_path, "latency")["latency"]
+    variants = {"eager", "trace", "script", "optimized"} | ({"onnxruntime"} if common.package_version("onnxruntime") else set())
+    for batch in ("1", "8"):
+        assert set(section["batches"][batch]) == variants
+        for stat in section["batches"][batch].values():
+            assert stat["max_abs_error_vs_eager"] < 1e-2  # every variant computes the same model
+        assert section["batches"][batch]["eager"]["vs_eager"] == 1.0
+    if "onnxruntime" in variants:
+        assert [t["verdict"] in ("PASS", "MISS") for t in section["targets"]] == [True, True]
+
+
+@pytest.mark.slow
+def test_quick_serving_benchmark(tmp_path):
+    section = _bench(tmp_path, "serving")["serving"]
+    assert set(section["stats"]) == {serving.IN_PROCESS, serving.NPY, serving.JPEG}
+    assert section["stats"][serving.NPY]["median_ms"] > 0 and len(section["targets"]) == 2
+    assert not [pid for pid in common.torchserve_pids() if _cwd(pid).startswith(str(tmp_path))]  # ours was stopped
+
+
+def _cwd(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).cwd()
+    except psutil.Error:
+        return ""
+
+
+@pytest.mark.slow
+def test_quick_synth_benchmark(tmp_path):
+    section = _bench(tmp_path, "synth")["synth"]
+    assert section["whole_app_median_s"] > 0 and section["empty_app_median_s"] > 0
+    assert section["targets"][0]["verdict"] in ("PASS", "MISS")
