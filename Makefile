@@ -15,7 +15,7 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup artifacts synth lint diff cost serve invoke test test-fast bench clean
+.PHONY: setup setup-mxnet artifacts synth lint diff cost serve invoke test test-fast bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -29,6 +29,19 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 setup: $(VENV)/.installed node_modules/.installed  ## venv with pinned deps + the local CDK CLI
+
+# MXNet 1.9.1 needs numpy<1.24, which the main stack (numpy 2.x) cannot share: the MXNet SSD detector's export
+# (model_artifacts/mxnet_export.py) and its handler tests run in their own venv. Its .gitignore keeps it out of git.
+MXNET_VENV := .venv-mxnet
+$(MXNET_VENV)/.installed: requirements-mxnet.txt constraints-mxnet.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	$(PYTHON) -m venv $(MXNET_VENV)
+	echo '*' > $(MXNET_VENV)/.gitignore
+	$(MXNET_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
+	$(MXNET_VENV)/bin/python -m pip install --quiet -r requirements-mxnet.txt -c constraints-mxnet.txt
+	touch $@
+
+setup-mxnet: $(MXNET_VENV)/.installed  ## the MXNet venv (.venv-mxnet): GluonCV SSD export + its handler tests
 
 # RUNTIME_EXPORT=DIR packages TorchScript converted in the runtime's own image (what the pipeline does).
 artifacts: setup  ## build model.tar.gz + manifest.json for every configured model
