@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
+MXNET_VENV := .venv-mxnet
 PY := $(VENV)/bin/python
 CDK := npx --no-install cdk
 ARTIFACTS_DIR := build/artifacts
@@ -28,11 +29,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed  ## venv with pinned deps + the local CDK CLI
+setup: $(VENV)/.installed $(MXNET_VENV)/.installed node_modules/.installed  ## venvs with pinned deps + the local CDK CLI
 
 # MXNet 1.9.1 needs numpy<1.24, which the main stack (numpy 2.x) cannot share: the MXNet SSD detector's export
 # (model_artifacts/mxnet_export.py) and its handler tests run in their own venv. Its .gitignore keeps it out of git.
-MXNET_VENV := .venv-mxnet
 $(MXNET_VENV)/.installed: requirements-mxnet.txt constraints-mxnet.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
 	$(PYTHON) -m venv $(MXNET_VENV)

@@ -179,7 +179,7 @@ def hosting_instance_types() -> Tuple[str, ...]:
 def _check_build_fits_framework(spec: ModelSpec, where: str) -> None:
     build = spec.build
     if spec.framework == "mxnet":
-        torch_only = [key for key in ("factory", "weights") if getattr(build, key)] + (["recipe"] if build.recipe != "auto" else [])
+        torch_only = (["factory"] if build.factory else []) + (["recipe"] if build.recipe != "auto" else [])
         if build.model not in MXNET_MODELS or torch_only:
             raise ConfigError(
                 f"{where}: framework: mxnet builds the GluonCV detector: set build.model to one of {', '.join(MXNET_MODELS)}"

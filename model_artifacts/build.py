@@ -29,7 +29,8 @@ MXNET_PYTHON = REPO_ROOT / ".venv-mxnet" / "bin" / "python"
 MXNET_MODEL_FILES = ("model-symbol.json", "model-0000.params")
 
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
-STEPS = 4
+STEPS = 4  # convert + parity, normalize, package, manifest
+MXNET_STEPS = 3  # export, package, manifest
 
 
 def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Reporter] = None) -> dict:
@@ -43,7 +44,7 @@ def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Repo
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / "model.pt"  # a working file, streamed into the tarball, then removed
     try:
-        with reporter.model(request.name, STEPS) as progress:
+        with reporter.model(request.name, MXNET_STEPS if request.target_framework == "mxnet" else STEPS) as progress:
             manifest = _build(request, out_dir, archive, progress)
     finally:
         archive.unlink(missing_ok=True)

@@ -24,6 +24,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="the model's number of classes; default: any")
     parser.add_argument("--content-type", choices=CONTENT_TYPES, default=CONTENT_TYPES[0],
                         help="send the example JPEG as is, or as {\"image\": <base64>} (default: %(default)s)")
+    parser.add_argument("--detector", action="store_true",
+                        help="the MXNet SSD endpoint: send the base64 JSON contract, expect cid/score/bbox")
     parser.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
                         help="wait this long for an answer (default: %(default)s, SageMaker's own limit)")
     args = parser.parse_args(argv)
@@ -55,7 +57,7 @@ def main(argv: Optional[List[str]] = None, clients=make_clients) -> int:
     try:
         sagemaker, runtime = clients(args.region, args.assume_role_arn, args.timeout)
         run_smoke_test(sagemaker, runtime, args.endpoint_name, args.expected_classes, args.content_type,
-                       log=partial(print, flush=True))  # flushed: CodeBuild interleaves stdout and stderr
+                       log=partial(print, flush=True), detector=args.detector)  # flushed: CodeBuild interleaves output
     except SmokeTestFailure as failure:
         return _failed(str(failure))
     except Exception as error:  # a bug here must still fail the pipeline with one readable line

@@ -60,17 +60,20 @@ def _assumed_role_session(sts, role_arn: str, region: Optional[str]) -> boto3.se
 
 
 def run_smoke_test(sagemaker, runtime, endpoint_name: str, expected_classes: Optional[int] = None,
-                   content_type: str = "image/jpeg", log=print) -> Answer:
+                   content_type: str = "image/jpeg", log=print, detector: bool = False) -> Answer:
+    """detector: the MXNet SSD endpoint, which takes only the base64 JSON contract and answers detections."""
     log(f"describe {endpoint_name}: {check_in_service(sagemaker, endpoint_name)}")
+    content_type = "application/json" if detector else content_type
     body = example_payload(content_type)
     status, answer_body, elapsed_ms = invoke(runtime, endpoint_name, body, content_type)
     log(f"invoke {endpoint_name} ({content_type}, {len(body)} bytes): {status} in {elapsed_ms} ms")
     try:
-        answer = check_answer(answer_body, expected_classes)
+        answer = check_detection_answer(answer_body) if detector else check_answer(answer_body, expected_classes)
     except BadAnswer as problem:
         raise SmokeTestFailure(f"unexpected answer from {endpoint_name}: {problem}", "the format is in README.md "
                                f"'Request and response formats'; see {log_group(endpoint_name)}")
-    log(f"ok: shape [1, {answer.classes}], top class {answer.top_class} ({answer.top_score:.4f})")
+    what = f"{answer.classes} detections" if detector else f"shape [1, {answer.classes}]"
+    log(f"ok: {what}, top class {answer.top_class} ({answer.top_score:.4f})")
     return answer
 
 
@@ -118,6 +121,28 @@ def check_answer(body: bytes, expected_classes: Optional[int] = None) -> Answer:
         raise BadAnswer(f"'predictions' should be a list of 1 row (1 image sent), got {preview(rows)}")
     best = _checked_row(rows[0], classes)
     return Answer(classes, best["class"], best["score"])
+
+
+def check_detection_answer(body: bytes) -> Answer:
+    """{"shape": [1, 3, H, W], "cid": [[c]] x N, "score": [[s]] x N, "bbox": [[x1, y1, x2, y2]] x N}, as
+    inference_src/mxnet_ssd/inference.py writes it (the MXNet SSD source document's contract). Answer.classes = N."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise BadAnswer(f"not JSON: {preview(body)}") from None
+    if not isinstance(answer, dict):
+        raise BadAnswer(f"not a JSON object: {preview(answer)}")
+    shape = answer.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(map(_is_int, shape)) and shape[:2] == [1, 3]):
+        raise BadAnswer(f"'shape' should be [1, 3, H, W], got {preview(shape)}")
+    cid, score, bbox = (answer.get(key) for key in ("cid", "score", "bbox"))
+    if not all(isinstance(rows, list) for rows in (cid, score, bbox)) or not len(cid) == len(score) == len(bbox) > 0:
+        raise BadAnswer(f"'cid', 'score' and 'bbox' should be lists of the same non-zero length, got {preview(answer)}")
+    if not all(isinstance(row, list) and len(row) == 1 and _is_number(row[0]) for row in cid + score):
+        raise BadAnswer(f"'cid' and 'score' rows should be [number], got {preview(cid[:2] + score[:2])}")
+    if not all(isinstance(box, list) and len(box) == 4 and all(map(_is_number, box)) for box in bbox):
+        raise BadAnswer(f"'bbox' rows should be [x1, y1, x2, y2], got {preview(bbox[:2])}")
+    return Answer(len(cid), int(cid[0][0]), float(score[0][0]))
 
 
 def _checked_classes(shape, expected_classes: Optional[int]) -> int:

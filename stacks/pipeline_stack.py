@@ -55,6 +55,7 @@ class PipelineStack(Stack):
                         role_name=smoke_test_role_name(stage.serving.stack_name),
                         endpoint_name=output,
                         role_arn=stage.serving.smoke_test_role.output,
+                        detector=config.models[model].framework == "mxnet",  # the SSD answers detections
                     )
                     for model, output in stage.serving.endpoint_outputs.items()
                 ]

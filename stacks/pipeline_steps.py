@@ -91,7 +91,7 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
 
 def smoke_test_step(
     step_id: str, source: pipelines.IFileSetProducer, spec: PipelineSpec, *, region: str, account: str,
-    role_name: str, endpoint_name: CfnOutput, role_arn: CfnOutput,
+    role_name: str, endpoint_name: CfnOutput, role_arn: CfnOutput, detector: bool = False,
 ) -> pipelines.CodeBuildStep:
     """Invoke the stage's endpoint with the example image from the tools account, through the stage's role."""
     return pipelines.CodeBuildStep(
@@ -102,7 +102,8 @@ def smoke_test_step(
         env_from_cfn_outputs={"ENDPOINT_NAME": endpoint_name, "SMOKE_TEST_ROLE_ARN": role_arn},
         env={"ENDPOINT_REGION": region},
         install_commands=["python -m pip install --quiet -r smoke_test/requirements.txt"],
-        commands=['python -m smoke_test --endpoint-name "$ENDPOINT_NAME" --region "$ENDPOINT_REGION" --assume-role-arn "$SMOKE_TEST_ROLE_ARN"'],
+        commands=['python -m smoke_test --endpoint-name "$ENDPOINT_NAME" --region "$ENDPOINT_REGION" --assume-role-arn '
+                  '"$SMOKE_TEST_ROLE_ARN"' + (" --detector" if detector else "")],
         role_policy_statements=[
             iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[f"arn:{partition_of(region)}:iam::{account}:role/{role_name}"])
         ],

@@ -16,9 +16,14 @@ TINY_BUILD = {"model": "example-resnet-tiny", "input_shape": [1, 3, 64, 64]}
 
 
 def make_config(directory: Path, model_changes: Callable[[dict], None] = lambda m: None,
-                env_changes: Dict[str, Callable[[dict], None]] = None) -> Path:
-    """Copy config/ into `directory` with the tiny example model, then apply edits to the YAML."""
+                env_changes: Dict[str, Callable[[dict], None]] = None, models=("image-classifier",)) -> Path:
+    """Copy config/ into `directory` with the tiny example classifier, then apply edits to the YAML.
+
+    Only `models` are kept: most tests are about the classifier; the detector has its own tests."""
     shutil.copytree(REPO / "config", directory)
+    for path in (directory / "models").glob("*.yaml"):
+        if path.stem not in models:
+            path.unlink()
     model_file = directory / "models" / "image-classifier.yaml"
     model = yaml.safe_load(model_file.read_text())
     model["build"].update(TINY_BUILD)

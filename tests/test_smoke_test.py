@@ -358,3 +358,29 @@ def test_the_build_step_installs_the_repositorys_pinned_versions():
     wanted, pinned = pins(REPO / "smoke_test" / "requirements.txt"), pins(REPO / "constraints.txt")
     assert {"boto3", "botocore", "numpy", "pillow"} <= wanted.keys()
     assert wanted == {name: pinned[name] for name in wanted}
+
+
+DETECTIONS = {"shape": [1, 3, 512, 682], "cid": [[14.0], [-1.0]], "score": [[0.91], [-1.0]],
+              "bbox": [[10.0, 20.0, 200.0, 300.0], [-1.0, -1.0, -1.0, -1.0]]}
+
+
+def test_the_detector_gets_the_base64_contract_and_detections_are_checked(endpoint, capsys):
+    contract = json.dumps({"image": base64.b64encode(JPEG).decode("ascii")}).encode()
+    endpoint.describes()
+    endpoint.answers(DETECTIONS, content_type="application/json", body=contract)
+
+    assert endpoint.run("--detector") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ok: 2 detections, top class 14 (0.9100)"
+
+
+@pytest.mark.parametrize("answer, problem", [
+    ({**DETECTIONS, "shape": [1, 512, 682]}, "'shape' should be [1, 3, H, W]"),
+    ({**DETECTIONS, "bbox": DETECTIONS["bbox"][:1]}, "the same non-zero length"),
+    ({**DETECTIONS, "bbox": [[1, 2, 3], [1, 2, 3, 4]]}, "'bbox' rows should be [x1, y1, x2, y2]"),
+    (GOOD_ANSWER, "'shape' should be [1, 3, H, W]"),
+])
+def test_a_malformed_detection_answer_fails_naming_the_problem(endpoint, capsys, answer, problem):
+    contract = json.dumps({"image": base64.b64encode(JPEG).decode("ascii")}).encode()
+    endpoint.describes()
+    endpoint.answers(answer, content_type="application/json", body=contract)
+    assert problem in failure_line(capsys, endpoint.run("--detector"))
