@@ -21,6 +21,7 @@ import psutil
 from local_serving.client import Response, invoke, npy
 
 STARTUP_TIMEOUT_SECONDS = 180
+TORCHSERVE_FRONTEND = "org.pytorch.serve.ModelServer"  # the Java process's main class
 STOP_TIMEOUT_SECONDS = 30
 
 
@@ -60,6 +61,12 @@ class LocalEndpoint:
         return self.work_dir / "server.log"
 
     def start(self) -> None:
+        others = running_torchserve_pids()
+        if others:  # the toolkit finds "its" TorchServe by command line and refuses when there are two
+            raise ServerError(
+                f"another TorchServe is running (pid {', '.join(map(str, others))}); the SageMaker toolkit supports one per "
+                "machine: stop it first (Ctrl-C in its `make serve`)"
+            )
         self._prepare_work_dir()
         # A session of its own: the toolkit, TorchServe's Java frontend and its Python workers share
         # one process group, so stop() reaches every one of them through our process id.
@@ -156,6 +163,14 @@ class LocalEndpoint:
             }
         )
         return env
+
+
+def running_torchserve_pids():
+    pids = []
+    for process in psutil.process_iter(["cmdline"]):
+        if TORCHSERVE_FRONTEND in " ".join(process.info["cmdline"] or []):
+            pids.append(process.pid)
+    return pids
 
 
 def _group_members(group: int):
