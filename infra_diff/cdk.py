@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from infra_diff import UsageError
 
@@ -50,10 +50,12 @@ class Toolchain:
 
     python: Path
     cdk: Path
+    mxnet_python: Path
 
     @classmethod
     def of(cls, repo: Path) -> "Toolchain":
-        tools = cls(python=repo / ".venv" / "bin" / "python", cdk=repo / "node_modules" / ".bin" / "cdk")
+        tools = cls(python=repo / ".venv" / "bin" / "python", cdk=repo / "node_modules" / ".bin" / "cdk",
+                    mxnet_python=repo / ".venv-mxnet" / "bin" / "python")
         missing = [str(p) for p in (tools.python, tools.cdk) if not p.exists()]
         if missing:
             raise UsageError(f"missing {', '.join(missing)}: run `make setup` first")
@@ -62,7 +64,8 @@ class Toolchain:
     def build_and_synth(self, checkout: Path, config: str, artifacts: Path, outdir: Path, label: str) -> None:
         """The checkout's own model_artifacts, app.py, config/ and stacks/ (cwd = checkout), into temp dirs."""
         _run(f"building artifacts for {label}", checkout,
-             [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)])
+             [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)],
+             extra_env={"MXNET_PYTHON": str(self.mxnet_python)})  # the worktree has no MXNet venv of its own
         _run(f"synthesizing {label}", checkout,
              [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
               "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"])
@@ -73,9 +76,9 @@ class Toolchain:
                     [str(self.cdk), "diff", "--app", str(assembly), "--template", str(base_template), "--exclusively", "--no-notices", stack])
 
 
-def _run(what: str, cwd: Path, command: List[str]) -> str:
+def _run(what: str, cwd: Path, command: List[str], extra_env: Optional[dict] = None) -> str:
     with progress(what):
-        result = subprocess.run(command, cwd=cwd, env=offline_env(), stdin=subprocess.DEVNULL,
+        result = subprocess.run(command, cwd=cwd, env={**offline_env(), **(extra_env or {})}, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if result.returncode in (-signal.SIGINT, -signal.SIGTERM):  # Ctrl-C reached the child first
             raise KeyboardInterrupt

@@ -24,8 +24,9 @@ from model_artifacts.requests import BuildRequest
 EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
 EXPORT_INFO_FILE = "export.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# MXNet needs numpy < 1.24, so the detector is exported in its own venv (make setup-mxnet).
-MXNET_PYTHON = REPO_ROOT / ".venv-mxnet" / "bin" / "python"
+# MXNet needs numpy < 1.24, so the detector is exported in its own venv (make setup-mxnet). MXNET_PYTHON
+# points elsewhere, e.g. make diff's temporary worktree to this checkout's venv.
+MXNET_PYTHON = Path(os.environ.get("MXNET_PYTHON") or REPO_ROOT / ".venv-mxnet" / "bin" / "python")
 MXNET_MODEL_FILES = ("model-symbol.json", "model-0000.params")
 
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py

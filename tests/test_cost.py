@@ -3,6 +3,7 @@ import contextlib
 import datetime
 import io
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -149,6 +150,9 @@ def shipped_run(tmp_path_factory):
     return status, buffer.getvalue(), out
 
 
+SHIPPED_MODELS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "config" / "models").glob("*.yaml"))
+
+
 def test_cli_prints_every_environment_and_option(shipped_run):
     status, text, _ = shipped_run
     assert status == 0
@@ -170,7 +174,9 @@ def test_cli_writes_png_json_and_markdown(shipped_run):
     png = (out / "cost.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
     document = json.loads((out / "cost.json").read_text())
-    assert [e["environment"] for e in document["estimates"]] == ["dev", "staging", "prod"]
+    environments = [e["environment"] for e in document["estimates"]]
+    assert list(dict.fromkeys(environments)) == ["dev", "staging", "prod"]  # in promotion order, every model
+    assert len(environments) == 3 * len(SHIPPED_MODELS)
     assert document["prices"]["as_of"] == SHIPPED["as_of"]
     configured = document["estimates"][0]["options"][0]
     assert configured["configured"] and configured["monthly"] == pytest.approx(206.59)
@@ -199,7 +205,7 @@ def test_a_region_missing_from_the_table_is_all_na(tmp_path, capsys):
     text = capsys.readouterr().out
     assert status == 0
     rows = [line for line in text.splitlines() if line.startswith("  ") and not line.strip().startswith("option")]
-    assert len(rows) == 12 and all("n/a" in row for row in rows)
+    assert len(rows) == 4 * 3 * len(SHIPPED_MODELS) and all("n/a" in row for row in rows)  # options x envs x models
     assert "as of 2024-01-31" in text
     document = json.loads((tmp_path / "out" / "cost.json").read_text())
     assert all(o["monthly"] is None for e in document["estimates"] for o in e["options"])

@@ -89,7 +89,7 @@ def _git(repo: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def scratch_repo(tmp_path_factory) -> Path:
     """The committed tree (not the working tree's other edits) plus this package, with the tiny model;
-    commit 1 as is, commit 2 raises prod's max_instances. .venv and node_modules link to this checkout's."""
+    commit 1 as is, commit 2 raises prod's max_instances. The venvs and node_modules link to this checkout's."""
     repo = tmp_path_factory.mktemp("infra-diff") / "repo"
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
     tarfile.open(fileobj=io.BytesIO(archive)).extractall(repo, filter="data")
@@ -97,8 +97,8 @@ def scratch_repo(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "infra_diff", repo / "infra_diff", ignore=shutil.ignore_patterns("__pycache__"))
     _edit_yaml(repo / "config" / "models" / "image-classifier.yaml", lambda m: m["build"].update(TINY_BUILD))
     _git(repo, "init", "--quiet", "--initial-branch", "main")
-    (repo / ".git" / "info" / "exclude").write_text(".venv\nnode_modules\n")
-    for link in (".venv", "node_modules"):
+    (repo / ".git" / "info" / "exclude").write_text(".venv\n.venv-mxnet\nnode_modules\n")
+    for link in (".venv", ".venv-mxnet", "node_modules"):
         (repo / link).symlink_to(REPO / link)
     identity = ["-c", "user.name=infra-diff test", "-c", "user.email=test@example.invalid"]
     _git(repo, "add", "--all")
