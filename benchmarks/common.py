@@ -104,10 +104,14 @@ def interleaved(
     max_rounds: int,
     budget_s: float,
     give_up_s: Optional[float] = None,
+    settle_s: float = 0.0,
+    switch_runs: int = 0,
+    timed_runs: int = 1,
     monitor: Optional[Callable[[], "CpuMonitor"]] = None,
     progress: Optional["Progress"] = None,
     label: str = "",
     clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Timings:
     """Time every candidate once per round, in a rotating order, until max_rounds, or min_rounds and budget_s.
 
@@ -118,12 +122,20 @@ def interleaved(
     twice the budget); if fewer than min_rounds were quiet by then, every round is kept and the
     result says so. On 2 cores a third busy process slows a 2-thread forward several times over,
     so one such round would otherwise decide a median of a few.
+
+    In each round a candidate first makes `switch_runs` untimed calls, then `timed_runs` timed
+    ones: the untimed calls absorb the switch from the previous candidate (ONNX Runtime's worker
+    threads keep spinning after a run; the other model's weights fill the caches), so the timed
+    ones show each candidate in the steady state a server running one model is in. `settle_s`
+    pauses (untimed) after every call.
     """
     give_up_s = give_up_s if give_up_s is not None else 2 * budget_s
     names = list(candidates)
     for name in names:
         for _ in range(warmup):
             candidates[name]()
+            if settle_s:
+                sleep(settle_s)
     kept: Dict[str, List[float]] = {name: [] for name in names}
     busy: Dict[str, List[float]] = {name: [] for name in names}
     started = last_report = clock()
@@ -142,14 +154,18 @@ def interleaved(
         shift = rounds % len(names)
         this_round = {}
         for name in names[shift:] + names[:shift]:
-            begin = clock()
-            candidates[name]()
-            this_round[name] = clock() - begin
+            for index in range(switch_runs + timed_runs):
+                begin = clock()
+                candidates[name]()
+                if index >= switch_runs:
+                    this_round.setdefault(name, []).append(clock() - begin)
+                if settle_s:
+                    sleep(settle_s)
         other = watch.other_cores() if watch else None
         into = busy if other is not None and other > MAX_OTHER_CORES else kept
         dropped += into is busy
         for name, seconds in this_round.items():
-            into[name].append(seconds)
+            into[name].extend(seconds)
         rounds += 1
         if progress and clock() - last_report >= 10:
             last_report = clock()

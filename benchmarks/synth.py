@@ -57,17 +57,19 @@ def run(options: Options, progress: Progress) -> dict:
     repetitions = QUICK_REPETITIONS if options.quick else REPETITIONS
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         apps = {"whole app": REPO, "empty app": empty_app(Path(tmp) / "empty-app")}
-        outputs = iter(range(1000))
+        outputs, last = iter(range(1000)), {}
 
         def synth(name):
             def call():
-                seconds = _synth(apps[name], Path(tmp) / f"out-{next(outputs)}")
+                last[name] = Path(tmp) / f"out-{next(outputs)}"
+                seconds = _synth(apps[name], last[name])
                 progress.say(f"{name}: {seconds:.1f}s")
             return call
 
         progress.say(f"{'one warm-up each, then ' if not options.quick else ''}{repetitions} alternating repetitions")
         timings = interleaved({name: synth(name) for name in apps}, warmup=0 if options.quick else 1, min_rounds=repetitions,
                               max_rounds=repetitions, budget_s=0, give_up_s=0 if options.quick else GIVE_UP_S, monitor=CpuMonitor)
+        assembly = _assembly(last["whole app"])
     samples = timings.samples
     whole, empty = median(samples["whole app"]), median(samples["empty app"])
     return {
@@ -78,13 +80,22 @@ def run(options: Options, progress: Progress) -> dict:
         "empty_app_median_s": empty,
         "whole_over_empty": ratio(whole, empty),
         "whole_minus_empty_s": whole - empty,
+        "whole_app_assembly": assembly,
         "targets": [target("whole app median / empty app median", ratio(whole, empty), TARGET, short="whole app / empty app")],
         "rounds": {**timings.record(), "described": timings.describe()},
         "notes": [(f"one warm-up each, then alternating repetitions ({timings.describe()}; a round of both during which "
                    "other processes used more than 0.25 cores is set aside and run again)") if not options.quick
                   else "quick mode: one repetition each, no warm-up",
-                  "the whole app: 3 environments x 2 stacks + the pipeline stack, cdk-nag validation, the model asset"],
+                  f"the whole app: {assembly['templates']} templates, policy validation (cdk-nag), "
+                  f"{assembly['model_assets']} model archive(s) staged ({assembly['model_asset_mb']:.0f} MB)"],
     }
+
+
+def _assembly(outdir: Path) -> dict:
+    """What the whole app synthesized: templates, and the model archives it staged as assets."""
+    models = list(outdir.glob("asset.*/model.tar.gz"))
+    return {"templates": len(list(outdir.glob("**/*.template.json"))), "model_assets": len(models),
+            "model_asset_mb": sum(p.stat().st_size for p in models) / 1e6}
 
 
 # ------------------------------------------------------------------------------------ report

@@ -104,6 +104,22 @@ def test_interleaved_stops_at_the_budget_but_not_before_min_rounds():
     assert len(capped.samples["x"]) == 3
 
 
+def test_settle_pauses_after_every_call_and_is_not_timed():
+    clock, pauses = FakeClock(), []
+
+    def tick():
+        clock.now += 1.0
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        clock.now += seconds
+
+    timings = common.interleaved({"x": tick, "y": tick}, warmup=1, min_rounds=2, max_rounds=2, budget_s=0,
+                                 settle_s=0.5, clock=clock, sleep=sleep)
+    assert timings.samples == {"x": [1.0, 1.0], "y": [1.0, 1.0]}
+    assert pauses == [0.5] * 6  # 2 warm-up calls + 2 rounds of 2
+
+
 class FakeMonitor:
     """Reports the next of a list of 'other processes' loads, one per round."""
 
@@ -360,4 +376,5 @@ def _cwd(pid):
 def test_quick_synth_benchmark(tmp_path):
     section = _bench(tmp_path, "synth")["synth"]
     assert section["whole_app_median_s"] > 0 and section["empty_app_median_s"] > 0
+    assert section["whole_app_assembly"]["templates"] >= 7 and section["whole_app_assembly"]["model_assets"] >= 1
     assert section["targets"][0]["verdict"] in ("PASS", "MISS")
