@@ -1,7 +1,8 @@
 """CPU latency of the ResNet-50 example: eager vs each TorchScript recipe (as served) vs ONNX Runtime.
 
 Everything runs with 2 intra-op threads (torch.set_num_threads(2); ORT intra_op_num_threads=2), on
-the same input, in one process, interleaved round by round. The TorchScript modules go through
+the same input, in one process, interleaved round by round (one untimed call per variant and round
+absorbs the switch from the previous variant, then timed calls). The TorchScript modules go through
 torch.jit.save / torch.jit.load and `served_form` exactly as the handler loads them (for
 "optimized": frozen at build, optimize_for_inference at load). ORT runs the eager model exported
 with torch.onnx.export (the dynamo exporter, dynamic batch). Target: optimized within 1.15x of ORT.
@@ -25,10 +26,12 @@ TARGET_VS_ORT = 1.15
 FULL = {"model": "example-resnet-50", "input_shape": [1, 3, 224, 224], "batches": [1, 8]}
 QUICK = {"model": "example-resnet-tiny", "input_shape": [1, 3, 64, 64], "batches": [1, 8]}
 # warm-up runs, then rounds: at least min_rounds, at most max_rounds, stopping after budget_s.
+# Per round, each variant makes one untimed call (it absorbs the switch: ORT's worker threads spin on after a
+# run and slowed the next variant by up to 1.5x; the other model's weights fill the caches), then timed ones.
 # Rounds disturbed by other processes are set aside and replaced, up to give_up_s (see common.interleaved).
-ROUNDS = {1: dict(warmup=4, min_rounds=15, max_rounds=60, budget_s=30.0, give_up_s=60.0),
-          8: dict(warmup=3, min_rounds=8, max_rounds=20, budget_s=50.0, give_up_s=100.0)}
-QUICK_ROUNDS = dict(warmup=2, min_rounds=3, max_rounds=5, budget_s=1.0, give_up_s=0.0)
+ROUNDS = {1: dict(warmup=3, switch_runs=1, timed_runs=2, min_rounds=12, max_rounds=40, budget_s=30.0, give_up_s=60.0),
+          8: dict(warmup=2, switch_runs=1, timed_runs=1, min_rounds=6, max_rounds=15, budget_s=60.0, give_up_s=120.0)}
+QUICK_ROUNDS = dict(warmup=2, switch_runs=1, timed_runs=1, min_rounds=3, max_rounds=5, budget_s=1.0, give_up_s=0.0)
 
 
 def run(options: Options, progress: Progress) -> dict:
@@ -65,8 +68,9 @@ def run(options: Options, progress: Progress) -> dict:
                 reference = eager(x).numpy()
                 errors = {name: float(np.abs(_as_array(runner(x, array)) - reference).max()) for name, runner in runners.items()}
                 plan = QUICK_ROUNDS if options.quick else ROUNDS[batch]
-                progress.say(f"batch {batch}: {len(runners)} variants, {plan['warmup']} warm-up runs each, "
-                             f"then {plan['min_rounds']}-{plan['max_rounds']} interleaved rounds (about {plan['budget_s']:.0f}s)")
+                progress.say(f"batch {batch}: {len(runners)} variants, {plan['warmup']} warm-up runs each, then "
+                             f"{plan['min_rounds']}-{plan['max_rounds']} interleaved rounds of 1 untimed + {plan['timed_runs']} timed "
+                             f"runs each (about {plan['budget_s']:.0f}s)")
                 timings = interleaved({name: (lambda r: lambda: r(x, array))(runner) for name, runner in runners.items()},
                                       monitor=CpuMonitor, progress=progress, label=f"batch {batch}: ", **plan)
                 stats = {name: {**summarize(s), "max_abs_error_vs_eager": errors[name]} for name, s in timings.samples.items()}
@@ -86,7 +90,8 @@ def run(options: Options, progress: Progress) -> dict:
                                   short=f"batch {batch} optimized / ORT"))
     notes = [f"{sizes['model']}, input {sizes['input_shape'][1:]} per image; {THREADS} intra-op threads for torch and ONNX Runtime",
              "TorchScript traced/scripted with batch 1 and run at every batch size; ONNX exported with a dynamic batch",
-             "order rotates every round; rounds during which other processes used more than 0.25 cores are set aside: "
+             "order rotates every round; per round each variant makes 1 untimed run (absorbs the switch from the previous "
+             "variant), then timed runs; rounds during which other processes used more than 0.25 cores are set aside: "
              + "; ".join(f"batch {b}: {r['described']}" for b, r in rounds.items())]
     if ORT not in runners:
         notes.append("onnxruntime is not installed (pip install -r requirements-bench.txt -c constraints.txt): no ORT column")
