@@ -85,7 +85,7 @@ test-fast: setup  ## the suite without the slow end-to-end tests
 # Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the
 # table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) is installed from
 # requirements-bench.txt here only, never with the product. BENCH_ARGS="latency serving" runs a subset.
-bench: setup  ## latency, serving overhead, cdk synth and build benchmarks (about 10 minutes on 2 cores)
+bench: setup  ## latency, serving overhead, cdk synth and build benchmarks (5 minutes on 2 cores when idle, ~12 busy)
 	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
