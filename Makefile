@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-mxnet artifacts synth lint diff cost serve invoke test test-fast bench clean
+.PHONY: setup setup-mxnet setup-runtimes runtimes artifacts synth lint diff cost serve invoke test test-fast bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -29,7 +29,17 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed $(MXNET_VENV)/.installed node_modules/.installed  ## venvs with pinned deps + the local CDK CLI
+setup: $(VENV)/.installed $(MXNET_VENV)/.installed node_modules/.installed  ## venvs with pinned deps + the local CDK CLI + the config's runtimes
+	@$(PY) -m runtimes setup --config config
+
+# The serving runtimes (runtimes/__init__.py): one venv per serving image, with that image's Python (3.6 for
+# the EIA images: PYTHON36=..., else pyenv's, else python3.6 on PATH) and its pinned framework, toolkit and
+# model server. Models are converted and their handlers tested there. RUNTIMES="eia-pytorch-1.3.1 ..." picks.
+setup-runtimes: $(VENV)/.installed  ## the runtimes' venvs (.venv-runtimes/): the config's, or RUNTIMES="name ..."
+	@$(PY) -m runtimes setup $(if $(RUNTIMES),$(RUNTIMES),--config config)
+
+runtimes: $(VENV)/.installed  ## every runtime's venv (make test needs them all: it tests every selectable profile)
+	@$(PY) -m runtimes setup --all
 
 # MXNet 1.9.1 needs numpy<1.24, which the main stack (numpy 2.x) cannot share: the MXNet SSD detector's export
 # (model_artifacts/mxnet_export.py) and its handler tests run in their own venv. Its .gitignore keeps it out of git.
@@ -76,10 +86,10 @@ serve: artifacts  ## serve the example model on localhost:$(PORT) with the real 
 invoke: setup  ## send an example image to `make serve` (CONTENT_TYPE=image/jpeg|image/png|application/json|application/x-npy)
 	$(PY) -m local_serving invoke --port $(PORT) --content-type $(CONTENT_TYPE)
 
-test: setup  ## the whole suite, end-to-end tests included
+test: setup runtimes  ## the whole suite, end-to-end tests included
 	$(PY) -m pytest
 
-test-fast: setup  ## the suite without the slow end-to-end tests
+test-fast: setup runtimes  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
 
 # Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the

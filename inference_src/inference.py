@@ -130,8 +130,17 @@ class LoadedModel(object):
 # ------------------------------------------------------------------------------------ model_fn
 
 
+def _extra_files_map():
+    """torch < 1.6 (both EIA runtimes) takes only its own ExtraFilesMap for _extra_files; newer torch a dict."""
+    if torch_minor_version() < (1, 6):
+        extra_files = torch._C.ExtraFilesMap()
+        extra_files[MODEL_INFO_FILE] = ""
+        return extra_files
+    return {MODEL_INFO_FILE: ""}
+
+
 def model_fn(model_dir):
-    extra_files = {MODEL_INFO_FILE: ""}
+    extra_files = _extra_files_map()
     # EIA recipe: always load on CPU; the accelerator is reached through the JIT, not a device.
     module = torch.jit.load(os.path.join(model_dir, MODEL_FILE), map_location=torch.device("cpu"), _extra_files=extra_files)
     if torch_minor_version() == (1, 5):

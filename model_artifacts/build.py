@@ -18,7 +18,7 @@ from model_artifacts.compatibility import check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 from model_artifacts.progress import Reporter
-from model_artifacts.requests import BuildRequest
+from model_artifacts.requests import BuildRequest, runtime_of
 
 # Kept free of torch: runtime_export (run as a subprocess) is the only module here that imports it.
 EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
@@ -98,8 +98,9 @@ def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, pro
             exported = _exported(request, export_dir)
     else:
         export_dir = scratch
-        with progress.step(f"load {request.source}, convert ({request.recipe}), check parity with this torch"):
-            _export_in_a_fresh_interpreter(request, export_dir)
+        runtime = runtime_of(request)
+        with progress.step(f"load {request.source}, convert ({request.recipe}), check parity in the {runtime.name} runtime"):
+            _export_in_the_runtime(request, export_dir)
             exported = _exported(request, export_dir)
     with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
         extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
@@ -123,16 +124,20 @@ def _export_mxnet(request: BuildRequest, scratch: Path, progress):
     return {name: scratch / name for name in MXNET_MODEL_FILES}, exported["mxnet_version"], {}
 
 
-def _export_in_a_fresh_interpreter(request: BuildRequest, out: Path) -> None:
-    """runtime_export with this torch, in a new process: TorchScript mangles the names of classes it has
-    compiled before in the same process, which would make a second build in one process differ."""
+def _export_in_the_runtime(request: BuildRequest, out: Path) -> None:
+    """runtime_export in the serving runtime's own venv: its Python and its torch write the archive the
+    endpoint loads. A new process per model, too: TorchScript mangles the names of classes it has compiled
+    before in the same process, which would make a second build in one process differ."""
+    python = runtime_of(request).require()
     source = ["--factory", request.factory] if request.factory else ["--model", request.example]
     if request.weights:
-        source += ["--weights", str(request.weights)]
-    command = [sys.executable, "-m", "model_artifacts.runtime_export", *source, "--recipe", request.recipe,
-               "--input-shape", *map(str, request.input_shape), "--dtype", request.input_dtype, "--out", str(out)]
-    # The child sees what this process sees: the repository, and the directory the factory is imported from.
-    _run_export(request, command, python_path=[str(REPO_ROOT)] + [p or os.getcwd() for p in sys.path])
+        source += ["--weights", str(Path(request.weights).resolve())]
+    command = [str(python), "-m", "model_artifacts.runtime_export", *source, "--recipe", request.recipe,
+               "--input-shape", *map(str, request.input_shape), "--dtype", request.input_dtype, "--out", str(out.resolve())]
+    # The repository and the directory the factory is imported from; never this venv's site-packages,
+    # which belong to another Python.
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    _run_export(request, command, python_path=[str(REPO_ROOT), os.getcwd(), *inherited])
 
 
 def _run_export(request: BuildRequest, command, python_path) -> None:

@@ -2,19 +2,18 @@
 
 Torch-free, so the no-op path never pays for importing torch. The key covers the request (model,
 recipe, shapes, runtime), the weights, the model's code (the factory's package, or the example
-models), this build code, the handler, and the installed torch version.
+models), this build code, the handler, and the runtime's pinned requirements (its torch).
 """
 import hashlib
 import json
 import sys
 from dataclasses import asdict
-from importlib.metadata import version
 from pathlib import Path
 from typing import Iterable, List, Optional
 
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
 from model_artifacts.packaging import sha256_of
-from model_artifacts.requests import BuildRequest
+from model_artifacts.requests import BuildRequest, runtime_of
 
 BUILD_CODE = Path(__file__).resolve().parent
 
@@ -22,7 +21,7 @@ BUILD_CODE = Path(__file__).resolve().parent
 def cache_key(request: BuildRequest) -> str:
     digest = hashlib.sha256()
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(request).items() if k not in ("weights", "runtime_export")}
-    digest.update(json.dumps({"request": fields, "torch": version("torch")}, sort_keys=True).encode())
+    digest.update(json.dumps({"request": fields}, sort_keys=True).encode())
     for path in _input_files(request):
         digest.update(f"\0{path.name}\0{sha256_of(path)}".encode())
     return digest.hexdigest()
@@ -32,6 +31,8 @@ def _input_files(request: BuildRequest) -> List[Path]:
     files = sorted(BUILD_CODE.rglob("*.py")) + sorted(HANDLER_FILES[request.target_framework].parent.glob("*"))
     if request.target_framework == "mxnet":
         files.append(BUILD_CODE.parent / "constraints-mxnet.txt")  # the MXNet that builds it
+    if not request.runtime_export:
+        files.append(runtime_of(request).requirements)  # the runtime that converts it
     if request.factory:
         files += _package_sources(request.factory.partition(":")[0])
     if request.weights:

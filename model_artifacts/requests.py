@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from config import AppConfig, ConfigError
+from runtimes import Runtime, runtime_for
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class BuildRequest:
     allow_newer_torch: bool = False
     # A TorchScript archive converted by the runtime's own torch (runtime_export); None: convert here.
     runtime_export: Optional[Path] = None
+
+
+def runtime_of(request: BuildRequest) -> Runtime:
+    """The local venv that mirrors the image this artifact is served by."""
+    return runtime_for(request.target_framework, request.target_framework_version, request.target_profile, where=f"model {request.name!r}")
 
 
 def build_requests(

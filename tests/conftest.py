@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -99,3 +101,59 @@ def gpu_app(tmp_path_factory) -> SynthesizedApp:
     config = make_config(root / "config", lambda m: m["serving"].update(profile="gpu"))
     build_for(config, root / "artifacts")
     return SynthesizedApp(config, root / "artifacts", root / "out")
+
+
+# Every serving runtime the classifier's configuration can select: case -> (runtime, the one-line edit).
+# serverless serves the cpu artifact (same recipe, same image) with another container setting.
+SERVING_CASES: Dict[str, tuple] = {
+    "eia-1.5.1": ("eia-pytorch-1.5.1", lambda m: None),
+    "eia-1.3.1": ("eia-pytorch-1.3.1", lambda m: m["serving"]["profiles"]["eia"].update(framework_version="1.3.1")),
+    "gpu": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="gpu")),
+    "cpu": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="cpu")),
+    "serverless": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="serverless")),
+}
+
+
+@dataclass(frozen=True)
+class ServingCase:
+    """The tiny classifier built (in its runtime's venv) for one serving case."""
+
+    name: str
+    runtime: "object"  # runtimes.Runtime
+    config_dir: Path
+    artifact_dir: Path  # model.tar.gz + manifest.json
+    model_dir: Path  # model.tar.gz extracted, as SageMaker does into /opt/ml/model
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.artifact_dir / "manifest.json").read_text())
+
+    def container_environment(self) -> Dict[str, str]:
+        from config import load_config
+        from config.container import container_environment
+
+        return container_environment(load_config(self.config_dir).models["image-classifier"])
+
+
+@pytest.fixture(scope="session")
+def serving_case(tmp_path_factory) -> Callable[[str], ServingCase]:
+    """serving_case("eia-1.3.1"): built once per session. A missing runtime venv fails with its fix."""
+    from runtimes import RUNTIMES
+
+    built: Dict[str, ServingCase] = {}
+
+    def get(name: str) -> ServingCase:
+        if name not in built:
+            runtime_name, edit = SERVING_CASES[name]
+            runtime = RUNTIMES[runtime_name]
+            runtime.require()
+            root = tmp_path_factory.mktemp(f"case-{name}")
+            config = make_config(root / "config", edit)
+            build_for(config, root / "artifacts")
+            model_dir = root / "model"
+            with tarfile.open(root / "artifacts" / "image-classifier" / "model.tar.gz") as tar:
+                tar.extractall(model_dir, filter="data")
+            built[name] = ServingCase(name, runtime, config, root / "artifacts" / "image-classifier", model_dir)
+        return built[name]
+
+    return get
