@@ -51,11 +51,12 @@ class Toolchain:
     python: Path
     cdk: Path
     mxnet_python: Path
+    runtimes_dir: Path
 
     @classmethod
     def of(cls, repo: Path) -> "Toolchain":
         tools = cls(python=repo / ".venv" / "bin" / "python", cdk=repo / "node_modules" / ".bin" / "cdk",
-                    mxnet_python=repo / ".venv-mxnet" / "bin" / "python")
+                    mxnet_python=repo / ".venv-mxnet" / "bin" / "python", runtimes_dir=repo / ".venv-runtimes")
         missing = [str(p) for p in (tools.python, tools.cdk) if not p.exists()]
         if missing:
             raise UsageError(f"missing {', '.join(missing)}: run `make setup` first")
@@ -65,7 +66,8 @@ class Toolchain:
         """The checkout's own model_artifacts, app.py, config/ and stacks/ (cwd = checkout), into temp dirs."""
         _run(f"building artifacts for {label}", checkout,
              [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)],
-             extra_env={"MXNET_PYTHON": str(self.mxnet_python)})  # the worktree has no MXNet venv of its own
+             # The worktree has no venvs of its own: this checkout's MXNet build venv and serving runtimes.
+             extra_env={"MXNET_PYTHON": str(self.mxnet_python), "SERVING_RUNTIMES_DIR": str(self.runtimes_dir)})
         _run(f"synthesizing {label}", checkout,
              [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
               "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"])

@@ -134,10 +134,11 @@ def _export_in_the_runtime(request: BuildRequest, out: Path) -> None:
         source += ["--weights", str(Path(request.weights).resolve())]
     command = [str(python), "-m", "model_artifacts.runtime_export", *source, "--recipe", request.recipe,
                "--input-shape", *map(str, request.input_shape), "--dtype", request.input_dtype, "--out", str(out.resolve())]
-    # The repository and the directory the factory is imported from; never this venv's site-packages,
-    # which belong to another Python.
-    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    _run_export(request, command, python_path=[str(REPO_ROOT), os.getcwd(), *inherited])
+    # What this process imports factories from (the repository, the working directory, PYTHONPATH), but not
+    # this interpreter's own library and site-packages: they belong to another Python.
+    own = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    imports_from = [p or os.getcwd() for p in sys.path if not (p and p.startswith(own))]
+    _run_export(request, command, python_path=[str(REPO_ROOT), *imports_from])
 
 
 def _run_export(request: BuildRequest, command, python_path) -> None:

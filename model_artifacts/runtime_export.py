@@ -13,11 +13,15 @@ valid Python 3.6 and imports only torch, the example models and the user's model
         --recipe optimized --input-shape 1 3 224 224 --out build/runtime-export/net
 """
 import argparse
+import collections
 import importlib
 import inspect
 import json
 import os
+import pickle
 import sys
+import types
+import zipfile
 
 import torch
 
@@ -73,16 +77,42 @@ def _call_factory(factory):
     return model
 
 
+class _StateDictUnpickler(pickle.Unpickler):
+    """What weights_only=True allows, for torch < 1.13 (the EIA runtimes), which has no safe loader:
+    tensors, their storages and containers; never a global that runs code."""
+
+    ALLOWED = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+               ("torch", "Size"), ("torch", "device")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED or (module == "torch" and name.endswith("Storage")):
+            return super(_StateDictUnpickler, self).find_class(module, name)
+        raise pickle.UnpicklingError("global '{}.{}' is not allowed in weights".format(module, name))
+
+
+_STATE_DICT_PICKLE = types.SimpleNamespace(
+    Unpickler=_StateDictUnpickler, load=lambda handle, **options: _StateDictUnpickler(handle, **options).load(),
+    __name__="state_dict_pickle",
+)
+
+
 def _load_weights(model, path):
-    # weights_only=True unpickles tensors and containers only, never arbitrary objects. torch < 1.13
-    # (the EIA runtimes) has no safe loader; there the weights are the team's own state_dict.
-    options = {"weights_only": True} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    # weights_only=True unpickles tensors and containers only, never arbitrary objects; torch < 1.13
+    # gets the same restriction from _StateDictUnpickler.
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        options = {"weights_only": True}
+    else:
+        options = {"pickle_module": _STATE_DICT_PICKLE}
     try:
         state = torch.load(path, map_location="cpu", **options)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, OSError...
+        fix = "save it with torch.save(model.state_dict(), path)"
+        if zipfile.is_zipfile(str(path)) and torch_version() < (1, 6):
+            fix = ("torch {} (the runtime's) reads only torch's legacy format: save it with torch.save(model.state_dict(), "
+                   "path, _use_new_zipfile_serialization=False)".format(torch.__version__))
         raise ModelLoadError(
-            "weights {!r}: not a state_dict that torch.load(weights_only=True) accepts ({}); "
-            "save it with torch.save(model.state_dict(), path)".format(str(path), str(error).splitlines()[0])
+            "weights {!r}: not a state_dict that torch.load(weights_only=True) accepts ({}); {}".format(
+                str(path), str(error).splitlines()[0], fix)
         )
     if not isinstance(state, dict):
         raise ModelLoadError("weights {!r}: holds a {}, not a state_dict".format(str(path), type(state).__name__))
@@ -90,6 +120,10 @@ def _load_weights(model, path):
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ModelLoadError("weights {!r} do not fit the model: {}".format(str(path), " ".join(str(error).split())))
+
+
+def torch_version():
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
 def convert(model, recipe, example):

@@ -44,9 +44,20 @@ RUNTIME_EXPORT_DIR = "build/runtime-export"
 RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
 
 
+def runtime_export_command(deployment: ModelDeployment) -> str:
+    """The shell command the step runs in the image; `make artifacts` runs the same module in the local runtime venv."""
+    target, build = deployment.target, deployment.spec.build
+    source_args = f"--factory {build.factory}" if build.factory else f"--model {build.source}"
+    if build.weights:
+        source_args += f" --weights {build.weights}"
+    shape = " ".join(str(n) for n in build.input_shape)
+    return (f"PYTHONHASHSEED=0 python -m model_artifacts.runtime_export {source_args} --recipe {target.recipe} "
+            f"--input-shape {shape} --dtype {build.input_dtype} --out {RUNTIME_EXPORT_DIR}/{deployment.name}")
+
+
 def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, deployment: ModelDeployment) -> pipelines.CodeBuildStep:
     """TorchScript from the runtime's torch, in the runtime's image (`deployment` resolved in the pipeline's region)."""
-    target, build = deployment.target, deployment.spec.build
+    target = deployment.target
     registry, repository = image_registry_and_repository(target.image_uri)
     image_repository = ecr.Repository.from_repository_attributes(
         scope,
@@ -54,22 +65,14 @@ def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, de
         repository_arn=Stack.of(scope).format_arn(service="ecr", account=registry, resource="repository", resource_name=repository),
         repository_name=repository,
     )
-    out = f"{RUNTIME_EXPORT_DIR}/{deployment.name}"
-    source_args = f"--factory {build.factory}" if build.factory else f"--model {build.source}"
-    if build.weights:
-        source_args += f" --weights {build.weights}"
-    shape = " ".join(str(n) for n in build.input_shape)
     return pipelines.CodeBuildStep(
         f"{RUNTIME_EXPORT_STEP_PREFIX}{deployment.name}",
         input=source,
         build_environment=codebuild.BuildEnvironment(
             build_image=codebuild.LinuxBuildImage.from_ecr_repository(image_repository, target.image_uri.rpartition(":")[2])
         ),
-        commands=[
-            f"PYTHONHASHSEED=0 python -m model_artifacts.runtime_export {source_args} --recipe {target.recipe} "
-            f"--input-shape {shape} --dtype {build.input_dtype} --out {out}"
-        ],
-        primary_output_directory=out,
+        commands=[runtime_export_command(deployment)],
+        primary_output_directory=f"{RUNTIME_EXPORT_DIR}/{deployment.name}",
         timeout=Duration.minutes(30),
     )
 

@@ -36,8 +36,9 @@ def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_arti
 def test_manifest_records_what_built_it_and_for_which_runtime(eia_artifacts):
     manifest = json.loads((eia_artifacts / "image-classifier" / "manifest.json").read_text())
     assert manifest["recipe"] == "eia-1.5"  # the seed's recipe for the 1.5.1 runtime: script
-    assert manifest["runtime_framework_version"] == "1.5.1" and manifest["allow_newer_torch"] is True
-    assert manifest["build_framework_version"] == torch.__version__.split("+")[0]
+    # Converted by the EIA runtime's own torch (its venv), so the runtime can load it; no override needed.
+    assert manifest["runtime_framework_version"] == "1.5.1" and manifest["allow_newer_torch"] is False
+    assert manifest["build_framework_version"] == manifest["parity"]["checked_with"] == "1.5.1"
     assert manifest["target_runtime"] == {"framework": "pytorch", "framework_version": "1.5.1", "profile": "eia"}
     assert manifest["input_shape"] == [1, 3, 64, 64]
     assert manifest["torchscript_archive_format_version"] >= 1
@@ -67,11 +68,12 @@ def test_builds_from_two_checkouts_in_separate_processes_are_byte_identical(tmp_
     """Same inputs, another directory and process: the same sha256 (so the same CDK asset hash)."""
     config = make_config(tmp_path / "config", lambda m: m["serving"].update(profile=profile))
     second_checkout = tmp_path / "elsewhere" / "checkout"
-    for package in ("config", "model_artifacts", "inference_src"):
+    for package in ("config", "model_artifacts", "inference_src", "runtimes"):
         shutil.copytree(REPO / package, second_checkout / package, ignore=shutil.ignore_patterns("__pycache__"))
     digests = []
     for run, checkout in (("first", REPO), ("second", second_checkout)):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", "CI")}
+        env["SERVING_RUNTIMES_DIR"] = str(REPO / ".venv-runtimes")  # the second checkout shares the runtime venvs
         result = subprocess.run(
             [sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / run)],
             cwd=checkout, env=env, capture_output=True, text=True, check=True,
@@ -122,28 +124,25 @@ def test_runtime_export_stays_valid_python_3_6():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_runtime_export_is_packaged_as_built_by_the_runtime(tmp_path):
+@pytest.mark.parametrize("profile", ["eia", "cpu"])
+def test_the_pipeline_s_runtime_export_packages_to_the_same_bytes_as_make_artifacts(tmp_path, profile):
+    """The pipeline runs its RuntimeExport command in the runtime's image; here the same command runs in the
+    runtime's venv (`python` = that venv's), and `--runtime-export` packages it: the same model.tar.gz."""
     from model_artifacts.build import build_artifact
-    from model_artifacts.requests import build_requests
+    from model_artifacts.requests import build_requests, runtime_of
+    from stacks.pipeline_steps import RUNTIME_EXPORT_DIR, runtime_export_command
 
-    config = make_config(tmp_path / "c")
-    export_dir = tmp_path / "export"
-    command = [sys.executable, "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "eia-1.5",
-               "--input-shape", "1", "3", "64", "64", "--out", str(export_dir / "image-classifier")]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    exported = json.loads((export_dir / "image-classifier" / "export.json").read_text())
-    exported["torch_version"] = "1.5.1"  # as the EIA image's torch would record it
-    (export_dir / "image-classifier" / "export.json").write_text(json.dumps(exported))
+    config = load_config(make_config(tmp_path / "config", lambda m: m["serving"].update(profile=profile)))
+    deployment = config.environments[0].models[0]
+    (local,) = build_requests(config)
+    python = runtime_of(local).require()
+    workspace = tmp_path / "codebuild"  # the step's working directory: the source checkout
+    workspace.mkdir()
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    subprocess.run(["bash", "-c", runtime_export_command(deployment)], cwd=workspace, env=env, check=True, capture_output=True)
 
-    (request,) = build_requests(load_config(config), runtime_export_dir=export_dir)
-    manifest = build_artifact(request, tmp_path / "out")
-    assert manifest["build_framework_version"] == "1.5.1"  # so synthesis no longer warns about a newer torch
-    assert manifest["parity"]["checked_with"] == "1.5.1"
-    with tarfile.open(tmp_path / "out" / "model.tar.gz") as tar:
-        archive = tar.extractfile("model.pt").read()
-    assert torchscript.read_extra_file(archive, "model_info.json")["input_shape"] == [1, 3, 64, 64]
-    assert all(name.startswith("archive/") and not name.endswith(".debug_pkl") for name in zipfile.ZipFile(io.BytesIO(archive)).namelist())
-    assert torchscript.load(archive)(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    (from_pipeline,) = build_requests(config, runtime_export_dir=workspace / RUNTIME_EXPORT_DIR)
+    assert build_artifact(from_pipeline, tmp_path / "pipeline")["sha256"] == build_artifact(local, tmp_path / "local")["sha256"]
 
 
 def test_a_stale_runtime_export_is_refused_with_the_fix(tmp_path, eia_artifacts):

@@ -50,7 +50,8 @@ def user_model(tmp_path):
 
         torch.manual_seed(7)
         model = build()
-        torch.save(model.state_dict(), tmp_path / "small.pth")
+        # The legacy format: torch 1.3.1 (an EIA runtime) reads no other.
+        torch.save(model.state_dict(), tmp_path / "small.pth", _use_new_zipfile_serialization=False)
         yield tmp_path
     finally:
         sys.path.remove(str(tmp_path))
@@ -66,44 +67,85 @@ def _convert(cwd, *args, env=None):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=environment)
 
 
-@pytest.mark.parametrize("recipe, runtime_torch", [("trace", "2.6.0"), ("script", "2.6.0"), ("optimized", "2.6.0"), ("eia-1.5", "1.5.1")])
-def test_a_user_model_with_weights_builds_with_each_recipe_from_the_cli(user_model, recipe, runtime_torch):
-    result = _convert(user_model, "--recipe", recipe, "--runtime-torch", runtime_torch, "--allow-newer-torch", "--out", "out")
+@pytest.mark.parametrize("recipe, runtime_torch", [
+    ("trace", "2.6.0"), ("script", "2.6.0"), ("optimized", "2.6.0"), ("eia-1.5", "1.5.1"), ("eia-1.3", "1.3.1"),
+])
+def test_a_user_model_with_weights_is_built_by_its_runtime_s_own_torch(user_model, recipe, runtime_torch):
+    result = _convert(user_model, "--recipe", recipe, "--runtime-torch", runtime_torch, "--out", "out")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((user_model / "out" / "manifest.json").read_text())
     assert manifest["model"] == "team_models.small:build" and manifest["recipe"] == recipe
     assert manifest["weights_sha256"] and manifest["parity"]["max_abs_error"] <= manifest["parity"]["atol"]
-    assert (manifest["runtime_framework_version"], manifest["allow_newer_torch"]) == (runtime_torch, True)
+    assert manifest["build_framework_version"] == manifest["parity"]["checked_with"] == runtime_torch
+    assert (manifest["runtime_framework_version"], manifest["allow_newer_torch"]) == (runtime_torch, False)
     assert not (user_model / "out" / "model.pt").exists()  # the working archive is streamed, then removed
 
 
-def test_the_eia_1_3_runtime_cannot_read_this_torch_s_archives_even_with_the_override(user_model):
-    result = _convert(user_model, "--recipe", "eia-1.3", "--runtime-torch", "1.3.1", "--allow-newer-torch", "--out", "out")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "reads at most format 2" in result.stderr and "runtime_export" in result.stderr and "torch==1.3.1" in result.stderr
+def _exported_elsewhere(runtime_name, recipe, out):
+    """A runtime export made by another torch than the target's (a model built outside its runtime)."""
+    from runtimes import RUNTIMES
+
+    command = [str(RUNTIMES[runtime_name].require()), "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny",
+               "--recipe", recipe, "--input-shape", "1", "3", "64", "64", "--out", str(out / "image-classifier")]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)})
+    return out
 
 
-def test_a_newer_build_torch_is_refused_unless_allowed(user_model):
-    result = _convert(user_model, "--recipe", "trace", "--runtime-torch", "2.6.0", "--out", "out")
-    assert result.returncode == 2
-    assert f"built with torch {torch.__version__.split('+')[0]}, newer than the runtime's torch 2.6.0" in result.stderr
-    assert "allow_newer_torch" in result.stderr and not (user_model / "out" / "model.tar.gz").exists()
+def _eia_request(tmp_path, framework_version, export_dir, **changes):
+    from config import load_config
+    from model_artifacts.requests import build_requests
+    from tests.conftest import make_config
+
+    config = tmp_path / f"config-{framework_version}"
+    if not config.exists():
+        make_config(config, lambda m: m["serving"]["profiles"]["eia"].update(framework_version=framework_version))
+    (request,) = build_requests(load_config(config), runtime_export_dir=export_dir)
+    return replace(request, **changes)
 
 
-def test_weights_are_loaded_safely_and_a_pickle_with_code_is_refused(user_model):
+def test_the_format_guard_refuses_an_archive_the_runtime_cannot_read_even_with_the_override(tmp_path):
+    """torch 2.6 writes a TorchScript format torch 1.3.1 cannot read: refused with the fix."""
+    export_dir = _exported_elsewhere("pytorch-2.6.0", "eia-1.3", tmp_path / "export")
+    request = _eia_request(tmp_path, "1.3.1", export_dir, allow_newer_torch=True)
+    with pytest.raises(ConfigError, match="reads at most format 2") as refused:
+        build_artifact(request, tmp_path / "out")
+    assert "runtime_export" in str(refused.value) and "torch==1.3.1" in str(refused.value)
+    assert not (tmp_path / "out" / "model.tar.gz").exists()
+
+
+def test_a_newer_build_torch_is_refused_unless_allowed(tmp_path):
+    export_dir = _exported_elsewhere("pytorch-2.6.0", "eia-1.5", tmp_path / "export")
+    with pytest.raises(ConfigError, match="built with torch 2.6.0, newer than the runtime's torch 1.5.1.*allow_newer_torch"):
+        build_artifact(_eia_request(tmp_path, "1.5.1", export_dir), tmp_path / "refused")
+    manifest = build_artifact(_eia_request(tmp_path, "1.5.1", export_dir, allow_newer_torch=True), tmp_path / "allowed")
+    assert (manifest["build_framework_version"], manifest["allow_newer_torch"]) == ("2.6.0", True)  # recorded: synthesis warns
+
+
+@pytest.mark.parametrize("recipe, runtime_torch", [("trace", "2.6.0"), ("eia-1.5", "1.5.1"), ("eia-1.3", "1.3.1")])
+def test_weights_are_loaded_safely_and_a_pickle_with_code_is_refused(user_model, recipe, runtime_torch):
+    """torch 2.6 refuses it with weights_only=True; the EIA runtimes' torch has no such loader, so ours does."""
     class Exploit:
         def __reduce__(self):
             return (os.system, ("touch pwned",))
 
     (user_model / "small.pth").write_bytes(pickle.dumps({"conv.weight": Exploit()}))
-    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out")
+    result = _convert(user_model, "--recipe", recipe, "--runtime-torch", runtime_torch, "--out", "out")
     assert result.returncode == 2 and not (user_model / "pwned").exists()
     assert "not a state_dict that torch.load(weights_only=True) accepts" in result.stderr
 
 
+def test_weights_in_a_format_the_runtime_cannot_read_say_how_to_save_them(user_model):
+    from team_models.small import build
+
+    torch.save(build().state_dict(), user_model / "small.pth")  # torch's zip format, which torch 1.3.1 predates
+    result = _convert(user_model, "--recipe", "eia-1.3", "--runtime-torch", "1.3.1", "--out", "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "_use_new_zipfile_serialization=False" in result.stderr
+
+
 def test_weights_that_do_not_fit_name_the_keys(user_model):
     torch.save({"conv.weight": torch.zeros(1)}, user_model / "small.pth")
-    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out")
+    result = _convert(user_model, "--recipe", "trace", "--out", "out")
     assert result.returncode == 2 and "do not fit the model" in result.stderr and "Missing key(s)" in result.stderr
 
 
@@ -111,7 +153,7 @@ def test_a_factory_that_does_not_import_says_where_to_run_from(tmp_path):
     (tmp_path / "w.pth").write_bytes(b"")
     result = subprocess.run(
         [sys.executable, "-m", "model_artifacts", "convert", "--factory", "nowhere.net:build", "--input-shape", "1", "3", "8", "8",
-         "--recipe", "trace", "--allow-newer-torch", "--out", "out"],
+         "--recipe", "trace", "--out", "out"],
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2 and "cannot import 'nowhere.net'" in result.stderr and "PYTHONPATH" in result.stderr
@@ -126,7 +168,7 @@ def request_for(user_model):
         name="small", source="team_models.small:build", example=None, factory="team_models.small:build",
         weights=user_model / "small.pth", input_shape=(1, 3, 16, 16), input_dtype="float32", recipe="trace",
         target_framework="pytorch", target_framework_version="2.6.0", target_profile="cpu",
-        image_preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3, "resize_short_side": None}, allow_newer_torch=True,
+        image_preprocessing={"mean": [0.5] * 3, "std": [0.5] * 3, "resize_short_side": None},
     )
 
 
@@ -155,8 +197,11 @@ def test_an_unchanged_rebuild_is_a_no_op_and_every_input_change_rebuilds(request
     source.write_text(source.read_text() + "\n# retrained head\n")
     assert _built(request_for, out)[1]  # the model's code
 
-    monkeypatch.setattr("model_artifacts.cache.version", lambda package: "9.9.9")
-    assert _built(request_for, out)[1]  # the torch that builds it
+    pins = tmp_path / "pins"
+    pins.mkdir()
+    (pins / "pytorch-2.6.0.txt").write_text((REPO / "runtimes" / "pytorch-2.6.0.txt").read_text() + "# a new pin\n")
+    monkeypatch.setattr("runtimes.REQUIREMENTS_DIR", pins)
+    assert _built(request_for, out)[1]  # the runtime that builds it
 
 
 def test_a_changed_handler_rebuilds(request_for, tmp_path, monkeypatch):
@@ -183,7 +228,7 @@ def test_a_tampered_artifact_is_rebuilt(request_for, tmp_path):
 
 @pytest.mark.parametrize("ci, expected_lines", [(None, 9), ("true", 1)])
 def test_progress_is_per_step_in_logs_and_one_line_in_ci(user_model, ci, expected_lines):
-    result = _convert(user_model, "--recipe", "trace", "--allow-newer-torch", "--out", "out", env={"CI": ci} if ci else None)
+    result = _convert(user_model, "--recipe", "trace", "--out", "out", env={"CI": ci} if ci else None)
     assert result.returncode == 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert len(lines) == expected_lines, result.stderr
