@@ -19,6 +19,7 @@ from config import AppConfig, ModelDeployment
 from config.partitions import partition_of
 from config.serving_targets import image_registry_and_repository
 from config.schema import PipelineSpec
+from runtimes import RUNTIMES as SERVING_RUNTIMES
 
 REPO = Path(__file__).resolve().parent.parent
 # PyPI's Linux torch wheel pulls several GB of CUDA; the CPU build is all the build step needs.
@@ -42,6 +43,10 @@ def account_environment(config: AppConfig) -> Dict[str, str]:
 
 RUNTIME_EXPORT_DIR = "build/runtime-export"
 RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
+
+
+def runtime_pythons():
+    return sorted({runtime.python_version for runtime in SERVING_RUNTIMES.values()}, key=lambda v: tuple(map(int, v.split("."))))
 
 
 def runtime_export_command(deployment: ModelDeployment) -> str:
@@ -85,6 +90,9 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
         build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.LARGE),
         partial_build_spec=RUNTIMES,
         env={**account_environment(config), "PIP_EXTRA_INDEX_URL": TORCH_CPU_INDEX},
+        # make test builds every serving runtime's venv with its image's Python (runtimes/): CodeBuild's
+        # standard images manage their Pythons with pyenv, which the runtimes' setup looks in.
+        install_commands=[f"pyenv install --skip-existing {version}" for version in runtime_pythons()],
         # What a developer runs: the whole suite, then artifacts (from the runtime exports) + synth + cfn-lint.
         commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}"],
         primary_output_directory="cdk.out",

@@ -56,6 +56,8 @@ def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
     ]
     synth = _project(pipeline, "Synth")
     assert _commands(synth) == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
+    install = json.loads(synth["Source"]["BuildSpec"])["phases"]["install"]["commands"]
+    assert install[-3:] == [f"pyenv install --skip-existing {v}" for v in ("3.6", "3.8", "3.12")]  # the runtimes' Pythons
     assert synth["Environment"]["Image"] == "aws/codebuild/amazonlinux2-x86_64-standard:5.0"
     variables = {v["Name"]: v["Value"] for v in synth["Environment"]["EnvironmentVariables"]}
     assert variables["PROD_ACCOUNT_ID"] == "333333333333" and variables["PIPELINE_ACCOUNT_ID"] == "444444444444"
