@@ -97,8 +97,8 @@ def scratch_repo(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "infra_diff", repo / "infra_diff", ignore=shutil.ignore_patterns("__pycache__"))
     _edit_yaml(repo / "config" / "models" / "image-classifier.yaml", lambda m: m["build"].update(TINY_BUILD))
     _git(repo, "init", "--quiet", "--initial-branch", "main")
-    (repo / ".git" / "info" / "exclude").write_text(".venv\n.venv-mxnet\nnode_modules\n")
-    for link in (".venv", ".venv-mxnet", "node_modules"):
+    (repo / ".git" / "info" / "exclude").write_text(".venv\n.venv-mxnet\n.venv-runtimes\nnode_modules\n")
+    for link in (".venv", ".venv-mxnet", ".venv-runtimes", "node_modules"):
         (repo / link).symlink_to(REPO / link)
     identity = ["-c", "user.name=infra-diff test", "-c", "user.email=test@example.invalid"]
     _git(repo, "add", "--all")
