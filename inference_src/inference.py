@@ -84,7 +84,10 @@ def _rejected(error, context):
     logger.info("rejected request (%s): %s", error.status_code, error.message)
     if context is None:
         if _ToolkitError is not None:
-            raise _ToolkitError(error.status_code, error.message)
+            # The old Transformer answers "<message>\n<traceback>" with our status: make the first line the
+            # same one-line JSON body; the plain message becomes the HTTP reason phrase. "from None" keeps
+            # the appended traceback to this raise, not the decoding errors behind it.
+            raise _ToolkitError(error.status_code, error.body(), error.message) from None
         raise error
     context.set_response_status(error.status_code, error.message)
     return error
@@ -141,22 +144,31 @@ def _extra_files_map():
 
 def model_fn(model_dir):
     extra_files = _extra_files_map()
-    # EIA recipe: always load on CPU; the accelerator is reached through the JIT, not a device.
-    module = torch.jit.load(os.path.join(model_dir, MODEL_FILE), map_location=torch.device("cpu"), _extra_files=extra_files)
-    if torch_minor_version() == (1, 5):
-        # The seed's 1.5.1 EIA recipe: the profiling executor does not run on the accelerator.
+    eia = accelerator_present()
+    if eia and torch_minor_version() == (1, 5):
+        # EI 1.5.1 recipe: the profiling executor cannot run graphs on the accelerator; off before loading.
         torch._C._jit_set_profiling_executor(False)
+    # Always load on the CPU: the EI client framework is CPU-only, the accelerator is reached through the JIT.
+    module = torch.jit.load(os.path.join(model_dir, MODEL_FILE), map_location=torch.device("cpu"), _extra_files=extra_files)
+    module.eval()
     device = torch.device("cpu")
-    if not accelerator_present() and torch.cuda.is_available():
+    if eia and torch_minor_version() == (1, 5):
+        import torcheia  # only in the EIA 1.5.1 image
+
+        module = torcheia.jit.attach_eia(module, 0)
+    elif not eia and torch.cuda.is_available():
         device = torch.device("cuda")
         module = module.to(device)
-    module.eval()
     info = json.loads(extra_files[MODEL_INFO_FILE] or "{}")
     if info.get("recipe") == "optimized" and device.type == "cpu" and hasattr(torch.jit, "optimize_for_inference"):
         # The build froze the model; MKLDNN layouts are chosen here, for this machine's CPU.
         module = torch.jit.optimize_for_inference(module)
-    logger.info("loaded %s on %s (accelerator present: %s)", MODEL_FILE, device, accelerator_present())
-    return LoadedModel(module, info, device)
+    model = LoadedModel(module, info, device)
+    if model.input_shape:
+        # The JIT optimizes (and EI compiles) a graph on its first run: pay for it here, not on the first request.
+        forward(model, torch.zeros(model.input_shape, dtype=model.dtype))
+    logger.info("loaded %s on %s (accelerator present: %s)", MODEL_FILE, device, eia)
+    return model
 
 
 # ------------------------------------------------------------------------------------ input_fn
@@ -297,12 +309,22 @@ def predict_fn(input_data, model, context=None):
         batch = _model_input(input_data, model)
     except RequestError as error:
         return _rejected(error, context)
+    return forward(model, batch)
+
+
+def forward(model, batch):
+    """The model on one batch, on the accelerator when one is attached (predict_fn and model_fn's warm-up)."""
+    batch = batch.to(model.device, model.dtype)
     with torch.no_grad():
-        if accelerator_present() and torch_minor_version() == (1, 3):
-            # The seed's 1.3.1 EIA recipe: run the traced graph on the attached accelerator.
+        if not accelerator_present():
+            return model.module(batch).cpu()
+        if torch_minor_version() == (1, 3):
+            # torch_eia 1.3.1 (only that build takes options): run the graph on accelerator 0.
             with torch.jit.optimized_execution(True, {"target_device": "eia:0"}):
-                return model.module(batch.to(model.dtype))
-        return model.module(batch.to(model.device, model.dtype)).cpu()
+                return model.module(batch)
+        # torcheia (1.5.1): the attached module runs on the accelerator under the optimizing executor.
+        with torch.jit.optimized_execution(True):
+            return model.module(batch)
 
 
 def _model_input(input_data, model):

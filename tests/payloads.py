@@ -1,5 +1,6 @@
 """The request matrix shared by the in-process and the end-to-end handler tests (tiny model, 3x64x64)."""
 import io
+import json
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -9,6 +10,23 @@ from local_serving.client import base64_image_request, example_image, npy
 
 INPUT_SHAPE = (1, 3, 64, 64)
 BATCH = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+# An image already at the model's size: with "short": 64 the handler only scales and normalizes it.
+MODEL_SIZE_PIXELS = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+NPY_TYPE = "application/x-npy"
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request the handler must answer with 200."""
+
+    name: str
+    body: bytes
+    content_type: Optional[str]
+    accept: Optional[str] = None
+    array: Optional[np.ndarray] = None  # the batch the model sees, where the request carries it directly
 
 
 @dataclass(frozen=True)
@@ -49,4 +67,55 @@ def bad_requests(max_request_bytes: int) -> List[BadRequest]:
         BadRequest("corrupt npy", b"\x93NUMPY garbage", "application/x-npy", 400, "body is not a valid .npy array"),
         BadRequest("empty body", b"", "application/x-npy", 400, "empty request body"),
         BadRequest("over the size limit", b"\0" * (max_request_bytes + 1), "application/x-npy", 413, f"over the {max_request_bytes}-byte limit"),
+    ]
+
+
+def png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def model_size_input() -> np.ndarray:
+    """What the model must see for MODEL_SIZE_PIXELS: [0, 1], ImageNet statistics, NCHW."""
+    scaled = (MODEL_SIZE_PIXELS / np.float32(255) - IMAGENET_MEAN) / IMAGENET_STD
+    return scaled.transpose(2, 0, 1)[np.newaxis].astype(np.float32)
+
+
+def request_bodies() -> List[Request]:
+    """Every accepted request body, without an Accept header (good_requests() crosses them with accepts)."""
+    jpeg, png_image, tall_png = example_image("JPEG"), example_image("PNG"), example_image("PNG", size=(100, 180))
+    return [
+        Request("npy batch", npy(BATCH), NPY_TYPE, array=BATCH),
+        Request("npy chw", npy(BATCH[0]), NPY_TYPE, array=BATCH[:1]),
+        Request("json instances", json.dumps({"instances": BATCH.tolist()}).encode(), JSON_TYPE, array=BATCH),
+        Request("raw jpeg", jpeg, "image/jpeg"),
+        Request("raw png", png_image, "image/png"),
+        Request("base64 jpeg", base64_image_request([jpeg]), JSON_TYPE),
+        Request("base64 png", base64_image_request([png_image]), JSON_TYPE),
+        Request("base64 at model size", base64_image_request([png(MODEL_SIZE_PIXELS)], short=64), JSON_TYPE, array=model_size_input()),
+        Request("base64 images", base64_image_request([jpeg, tall_png], short=80), JSON_TYPE),
+        Request("base64 jpeg short 80", base64_image_request([jpeg], short=80), JSON_TYPE),
+        Request("base64 tall png short 80", base64_image_request([tall_png], short=80), JSON_TYPE),
+    ]
+
+
+ACCEPTS = {"npy": NPY_TYPE, "json": JSON_TYPE}
+
+
+def good_requests() -> List[Request]:
+    """request_bodies() x {npy, json} accepts, plus the Accept headers clients really send."""
+    crossed = [
+        Request(f"{request.name} -> {short}", request.body, request.content_type, accept, request.array)
+        for request in request_bodies()
+        for short, accept in ACCEPTS.items()
+    ]
+    batch, instances = request_bodies()[0], request_bodies()[2]
+    return crossed + [
+        Request("npy batch -> no accept", batch.body, NPY_TYPE, None, BATCH),
+        Request("npy batch -> */*", batch.body, NPY_TYPE, "*/*", BATCH),
+        Request("npy batch -> accept list", batch.body, NPY_TYPE, "text/html, application/x-npy;q=0.9", BATCH),
+        Request("json instances with charset -> npy", instances.body, JSON_TYPE + "; charset=utf-8", NPY_TYPE, BATCH),
     ]
