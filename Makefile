@@ -80,8 +80,13 @@ diff: setup  ## offline cdk diff of every stack against BASE (default origin/mai
 cost: setup  ## per-environment cost of the configured profile and its alternatives, table + build/cost/cost.png
 	$(PY) -m cost $(COST_ARGS)
 
-serve: artifacts  ## serve the example model on localhost:$(PORT) with the real SageMaker PyTorch serving stack
-	$(PY) -m local_serving serve --port $(PORT)
+# Builds the model (MODEL, default image-classifier) for a serving runtime in that runtime's venv, into
+# build/serve/artifacts/<profile>-<version>/, and serves it with the runtime's own stack: multi-model-server +
+# sagemaker-pytorch-inference 1.5 on Python 3.6 (EIA), TorchServe + 2.0 on Python 3.12 (2.6.0). RUNTIME is a runtime
+# (eia-pytorch-1.5.1, eia-pytorch-1.3.1, pytorch-2.6.0: cpu) or a profile (eia, eia-1.3.1, gpu, cpu, serverless);
+# without it, the configured profile's. A runtime's venv comes from `make setup-runtimes RUNTIMES=<runtime>`.
+serve: setup  ## serve a model on localhost:$(PORT) with its runtime's SageMaker serving stack: make serve RUNTIME=eia-pytorch-1.3.1
+	$(PY) -m local_serving serve --port $(PORT) $(if $(RUNTIME),--runtime '$(RUNTIME)') $(if $(MODEL),--model '$(MODEL)')
 
 invoke: setup  ## send an example image to `make serve` (CONTENT_TYPE=image/jpeg|image/png|application/json|application/x-npy)
 	$(PY) -m local_serving invoke --port $(PORT) --content-type $(CONTENT_TYPE)

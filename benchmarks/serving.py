@@ -1,12 +1,13 @@
 """Serving overhead: p50/p99 through the real local serving stack vs an in-process forward.
 
 The model is the ResNet-50 example built with the "optimized" recipe (the same artifact the build
-benchmark builds). It is served by LocalEndpoint (sagemaker-pytorch-inference + TorchServe, one
-worker, the handler in code/inference.py), called over HTTP on 127.0.0.1 with batch 1: an npy body
-and a JPEG body (decoded and resized by the handler), answered with the JSON top-5. The in-process
-baseline is the archive's own model.pt, loaded and put in its served form as the handler does,
-with as many threads as the worker has (torch's default, the core count). The three are measured
-interleaved, round by round, while the server is up. Target: p50 within 1.10x of in-process.
+benchmark builds). It is served by LocalEndpoint in the pytorch-2.6.0 runtime's venv (its
+sagemaker-pytorch-inference 2.0 + TorchServe, one worker, the handler in code/inference.py), called
+over HTTP on 127.0.0.1 with batch 1: an npy body and a JPEG body (decoded and resized by the handler),
+answered with the JSON top-5. The in-process baseline is the archive's own model.pt, loaded and put in
+its served form as the handler does, with as many threads as the worker has (torch's default, the core
+count). The three are measured interleaved, round by round, while the server is up. Target: p50 within
+1.10x of in-process.
 """
 import json
 import tarfile
@@ -35,6 +36,7 @@ def run(options: Options, progress: Progress) -> dict:
     from local_serving.client import example_image, invoke, npy
     from local_serving.server import LocalEndpoint
     from model_artifacts.runtime_export import served_form
+    from runtimes import runtime_for
 
     artifact_dir = build_benchmark.ensure_artifact(options, progress)
     manifest = json.loads((artifact_dir / "manifest.json").read_text())
@@ -65,8 +67,11 @@ def run(options: Options, progress: Progress) -> dict:
 
     waited = wait_for_no_torchserve(options.server_wait_s, progress)
     environment = container_environment(load_config(REPO / "config").models["image-classifier"])
-    endpoint = LocalEndpoint(artifact_dir / "model.tar.gz", input_shape, options.work_dir / "serving-endpoint", environment)
-    progress.say(f"starting the local serving stack (TorchServe, 1 worker) for {manifest['model']} ({recipe})")
+    # The runtime the artifact was built for (convert --runtime-torch 2.6.0, the cpu profile): its venv's TorchServe.
+    built_for = manifest["target_runtime"]
+    runtime = runtime_for(built_for["framework"], built_for["framework_version"], built_for["profile"])
+    endpoint = LocalEndpoint(artifact_dir / "model.tar.gz", input_shape, options.work_dir / "serving-endpoint", environment, runtime)
+    progress.say(f"starting the local serving stack ({runtime.name}: TorchServe, 1 worker) for {manifest['model']} ({recipe})")
     started = time.perf_counter()
     with endpoint:
         startup_s = time.perf_counter() - started

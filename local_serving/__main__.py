@@ -1,54 +1,149 @@
 """CLI: `python -m local_serving serve` (what `make serve` runs) and `python -m local_serving invoke`.
 
-serve   extracts build/artifacts/<model>/model.tar.gz as the container would and serves it with the
-        real SageMaker PyTorch serving stack on localhost until Ctrl-C.
+serve   builds the model's artifact for a serving runtime (in that runtime's venv, as `make artifacts`
+        does), extracts it as the container would and serves it on localhost with the runtime's own
+        SageMaker PyTorch serving stack until Ctrl-C: multi-model-server + sagemaker-pytorch-inference
+        1.5 on Python 3.6 for the EIA runtimes, TorchServe + sagemaker-pytorch-inference 2.0 for 2.6.0.
+        --runtime picks the runtime (default: the configured profile's):
+          a runtime name   eia-pytorch-1.5.1, eia-pytorch-1.3.1 (the eia profile at that version),
+                           pytorch-2.6.0 (the cpu profile)
+          a profile        eia, gpu, cpu, serverless (its configured framework version),
+                           or PROFILE-VERSION, e.g. eia-1.3.1
 invoke  sends an example image (or --file) to a running server and prints the answer.
 """
 import argparse
 import json
+import os
 import signal
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Tuple
 
 DEFAULT_PORT = 8080  # the port SageMaker sends /invocations to
 PAYLOADS = ("image/jpeg", "image/png", "application/json", "application/x-npy")
+DEFAULT_ARTIFACTS_DIR = "build/serve/artifacts"  # one directory per runtime: never build/artifacts, which synth deploys
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What `serve` serves: one model, resolved for one serving runtime."""
+
+    deployment: object  # config.ModelDeployment, with the profile and framework version picked
+    runtime: object  # runtimes.Runtime
+    label: str  # <profile>-<framework version>, e.g. eia-1.3.1
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+
+def _accepted_runtimes() -> List[str]:
+    from config.schema import Profile
+    from runtimes import RUNTIMES
+
+    profiles = list(Profile.__args__)
+    versions = [f"eia-{r.framework_version}" for r in RUNTIMES.values() if r.accelerated and r.framework == "pytorch"]
+    pytorch = [name for name, r in RUNTIMES.items() if r.framework == "pytorch"]
+    return pytorch + profiles + versions
+
+
+def parse_runtime(value: str) -> Tuple[str, Optional[str], Optional[object]]:
+    """--runtime -> (profile, framework version or None for the configured one, the Runtime if one was named)."""
+    from config import ConfigError
+    from config.schema import Profile
+    from runtimes import RUNTIMES
+
+    profiles = Profile.__args__
+    if value in RUNTIMES:
+        runtime = RUNTIMES[value]
+        return ("eia" if runtime.accelerated else "cpu"), runtime.framework_version, runtime
+    if value in profiles:
+        return value, None, None
+    profile, _, version = value.partition("-")
+    if profile in profiles and version and all(part.isdigit() for part in version.split(".")):
+        return profile, version, None
+    raise ConfigError(f"RUNTIME={value}: no such runtime or profile; one of: {', '.join(_accepted_runtimes())}")
+
+
+def select(config, model: str, runtime_value: Optional[str]) -> Selection:
+    """The model's deployment for `runtime_value` (None: as configured) and the local runtime that serves it."""
+    from config import ConfigError
+    from config.loader import resolve_in_region
+    from config.schema import ProfileSettings
+    from runtimes import runtime_for
+
+    environment = config.environments[0]  # every environment deploys the same model spec
+    deployment = next((d for d in environment.models if d.name == model), None)
+    if deployment is None:
+        raise ConfigError(f"--model {model}: no such model; configured: {', '.join(config.models)}")
+    spec = deployment.spec
+    if spec.framework != "pytorch":
+        raise ConfigError(f"model {model!r} is a {spec.framework} model; local serving runs the SageMaker PyTorch "
+                          "serving stack only (multi-model-server or TorchServe with sagemaker-pytorch-inference)")
+    if runtime_value:
+        profile, version, named = parse_runtime(runtime_value)
+        if named is not None and named.framework != spec.framework:
+            raise ConfigError(f"RUNTIME={runtime_value} serves {named.framework}, but model {model!r} is a {spec.framework} "
+                              f"model; one of: {', '.join(_accepted_runtimes())}")
+        settings = spec.serving.profiles.get(profile) or ProfileSettings()
+        if version:
+            settings = settings.model_copy(update={"framework_version": version})
+        serving = spec.serving.model_copy(update={"profile": profile, "profiles": {**spec.serving.profiles, profile: settings}})
+        # Checked like the configuration itself: image tables, accelerator, recipe for that runtime.
+        try:
+            deployment = resolve_in_region(model, spec.model_copy(update={"serving": serving}), environment.region)
+        except ConfigError as error:
+            raise ConfigError(f"RUNTIME={runtime_value}: {error}") from None
+    target = deployment.target
+    runtime = runtime_for(target.framework, target.framework_version, target.profile, where=f"model {model!r}")
+    return Selection(deployment, runtime, f"{target.profile}-{target.framework_version}")
+
+
+def build(config, selection: Selection, artifacts_dir: Path, weights_root: Path) -> Tuple[Path, dict]:
+    """The selection's model.tar.gz, built in its runtime's venv (a no-op when up to date)."""
+    from model_artifacts.build import build_artifact
+    from model_artifacts.progress import make_reporter
+    from model_artifacts.requests import build_requests
+
+    environment = replace(config.environments[0], models=(selection.deployment,))
+    [request] = build_requests(replace(config, environments=(environment,)), only=[selection.name], weights_root=weights_root)
+    out_dir = artifacts_dir / selection.label / selection.name
+    manifest = build_artifact(request, out_dir, make_reporter())
+    return out_dir / manifest["artifact"], manifest
 
 
 def serve(args: argparse.Namespace) -> int:
     from config import ConfigError, load_config
     from config.container import container_environment
     from local_serving.server import LocalEndpoint, ServerError
-    from model_artifacts.manifest import load_built_artifact
 
+    sys.path.insert(0, os.getcwd())  # model factories are imported from the working directory, as the build does
     try:
         config = load_config(args.config)
-        deployment = next((d for d in config.environments[0].models if d.name == args.model), None)
-        if deployment is None:
-            raise ConfigError(f"--model {args.model}: no such model; configured: {', '.join(config.models)}")
-        artifact = load_built_artifact(Path(args.artifacts_dir), deployment)
-    except ConfigError as error:
+        selection = select(config, args.model, args.runtime)
+        selection.runtime.require()  # before the build: the fix for a missing venv, in one line
+        artifact, manifest = build(config, selection, Path(args.artifacts_dir), Path(args.config).resolve().parent)
+        endpoint = LocalEndpoint(artifact, manifest["input_shape"], Path(args.work_dir) / args.model,
+                                 container_environment(selection.deployment.spec), selection.runtime, port=args.port)
+    except (ConfigError, ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    endpoint = LocalEndpoint(
-        artifact.directory / artifact.manifest["artifact"],
-        artifact.manifest["input_shape"],
-        Path(args.work_dir) / args.model,
-        container_environment(deployment.spec),
-        port=args.port,
-    )
-    print(f"starting SageMaker PyTorch serving (TorchServe) for {args.model} (sha256 {artifact.sha256[:12]}) ...", flush=True)
+    runtime = selection.runtime
+    print(f"starting {runtime.image} ({runtime.name}: {endpoint.model_server.name}, Python {runtime.python_version}, "
+          f"torch {runtime.framework_version}) for {args.model} ({selection.label}, recipe {manifest['recipe']}, "
+          f"sha256 {manifest['sha256'][:12]}) ...", flush=True)
     # SIGTERM (e.g. from a process manager) stops the server the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
-    endpoint.start()
     try:
+        endpoint.start()
         seconds = endpoint.wait_until_ready()
-        print(f"ready in {seconds:.1f}s: POST {endpoint.url}  (logs: {endpoint.work_dir / 'logs'}; Ctrl-C stops)", flush=True)
+        print(f"ready in {seconds:.1f}s: POST {endpoint.url}  (logs: {endpoint.log_file}; Ctrl-C stops)", flush=True)
         print(f"try: make invoke PORT={endpoint.port}", flush=True)
         endpoint.process.wait()
         print(f"error: the server exited:\n{endpoint.log_tail()}", file=sys.stderr)
         return 1
-    except ServerError as error:
+    except (ConfigError, ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -80,7 +175,9 @@ def invoke_command(args: argparse.Namespace) -> int:
     elif document is not None:
         print(json.dumps(document))
     else:
-        print(f"{len(answer.body)} bytes")
+        # The 1.x toolkit (EIA images) answers errors as text, with a traceback after the first line.
+        text = answer.body.decode("utf-8", "replace") if answer.status >= 400 else ""
+        print(text.splitlines()[0] if text.strip() else f"{len(answer.body)} bytes")
     return 0 if answer.status == 200 else 1
 
 
@@ -103,10 +200,12 @@ def _payload(args: argparse.Namespace) -> bytes:
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="serve a built artifact on localhost")
+    serve_parser = commands.add_parser("serve", help="build a model for a serving runtime and serve it on localhost")
     serve_parser.add_argument("--model", default="image-classifier")
+    serve_parser.add_argument("--runtime", help="runtime name or profile (default: the configured profile's runtime)")
     serve_parser.add_argument("--config", default="config")
-    serve_parser.add_argument("--artifacts-dir", default="build/artifacts")
+    serve_parser.add_argument("--artifacts-dir", default=DEFAULT_ARTIFACTS_DIR,
+                              help=f"where it builds (default: {DEFAULT_ARTIFACTS_DIR}/<profile>-<version>/<model>)")
     serve_parser.add_argument("--work-dir", default="build/serve", help="stands in for /opt/ml (default: build/serve/<model>)")
     serve_parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve_parser.set_defaults(run=serve)
