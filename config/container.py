@@ -16,7 +16,9 @@ def container_environment(spec: ModelSpec) -> Dict[str, str]:
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60",
         MAX_REQUEST_BYTES_ENV: str(spec.serving.max_request_bytes),
-        # TorchServe drops the connection above its own limit; keep that well above the handler's,
-        # so an oversized body gets the handler's 413 and its message.
+        # The model servers drop the connection above their own limits; keep those well above the handler's,
+        # so an oversized body gets the handler's 413 and its message. TorchServe (2.x images) and
+        # multi-model-server (EIA images; it reads MMS_* because the toolkit enables env-var config).
         "TS_MAX_REQUEST_SIZE": str(2 * spec.serving.max_request_bytes),
+        "MMS_MAX_REQUEST_SIZE": str(2 * spec.serving.max_request_bytes),
     }

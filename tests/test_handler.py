@@ -293,6 +293,7 @@ def test_the_shipped_size_limit_is_the_container_environments(serving_case):
     env = serving_case("eia-1.5.1").container_environment()
     assert int(env["INFERENCE_MAX_REQUEST_BYTES"]) == 6 * 1024 * 1024  # SageMaker's real-time payload limit
     assert int(env["TS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
+    assert int(env["MMS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
 
 
 @pytest.mark.parametrize("scale", [1, 2])
