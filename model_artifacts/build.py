@@ -24,14 +24,17 @@ from model_artifacts.requests import BuildRequest, runtime_of
 EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
 EXPORT_INFO_FILE = "export.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# MXNet needs numpy < 1.24, so the detector is exported in its own venv (make setup-mxnet). MXNET_PYTHON
-# points elsewhere, e.g. make diff's temporary worktree to this checkout's venv.
+# The detector is built in two steps: GluonCV builds the graph in its own venv (make setup-mxnet; MXNet needs
+# numpy < 1.24), then the serving runtime's own MXNet (runtimes/) checks it and writes the files it serves.
+# MXNET_PYTHON points elsewhere, e.g. make diff's temporary worktree to this checkout's venv.
 MXNET_PYTHON = Path(os.environ.get("MXNET_PYTHON") or REPO_ROOT / ".venv-mxnet" / "bin" / "python")
 MXNET_MODEL_FILES = ("model-symbol.json", "model-0000.params")
+MXNET_GRAPH_DIR = "graph"  # mxnet_export's output (build venv) in the scratch directory
+MXNET_RUNTIME_DIR = "runtime"  # mxnet_runtime_export's output (serving runtime): what ships
 
 MODEL_INFO_FILE = "model_info.json"  # read back by inference_src/inference.py
 STEPS = 4  # convert + parity, normalize, package, manifest
-MXNET_STEPS = 3  # export, package, manifest
+MXNET_STEPS = 4  # build the graph, re-export + parity in the runtime, package, manifest
 
 
 def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Reporter] = None) -> dict:
@@ -112,16 +115,37 @@ def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, pro
 
 
 def _export_mxnet(request: BuildRequest, scratch: Path, progress):
-    """The GluonCV detector built and exported (symbol + params) by MXNet in its own venv."""
+    """The GluonCV detector: GluonCV builds its graph in .venv-mxnet (mxnet_export), then the serving runtime's
+    own MXNet loads it, checks it answers the build's cid/score/bbox and writes the files the endpoint loads
+    (mxnet_runtime_export, in the runtime's venv). The build framework version is the runtime's MXNet."""
+    runtime = runtime_of(request)
+    runtime_python = runtime.require()  # fails first, with the fix, before the slower graph build
     if not MXNET_PYTHON.exists():
-        raise ConfigError(f"model {request.name!r} is an MXNet model: its build environment is missing; run `make setup-mxnet`")
-    command = [str(MXNET_PYTHON), "-m", "model_artifacts.mxnet_export", "--model", request.source, "--out", str(scratch)]
+        raise ConfigError(
+            f"model {request.name!r} is an MXNet model: its graph is built with GluonCV in the MXNet build venv, and "
+            f"{MXNET_PYTHON} is missing; run `make setup-mxnet`"
+        )
+    graph, out = scratch / MXNET_GRAPH_DIR, scratch / MXNET_RUNTIME_DIR
+    command = [str(MXNET_PYTHON), "-m", "model_artifacts.mxnet_export", "--model", request.source, "--out", str(graph)]
     if request.weights:
-        command += ["--weights", str(request.weights)]
-    with progress.step(f"build {request.source} with MXNet and export its symbol and parameters"):
+        command += ["--weights", str(Path(request.weights).resolve())]
+    with progress.step(f"build {request.source} with GluonCV (MXNet in {MXNET_PYTHON.parent.parent.name})"):
         _run_export(request, command, python_path=[str(REPO_ROOT)])  # nothing from this venv's numpy 2
-        exported = json.loads((scratch / EXPORT_INFO_FILE).read_text())
-    return {name: scratch / name for name in MXNET_MODEL_FILES}, exported["mxnet_version"], {}
+        built = json.loads((graph / EXPORT_INFO_FILE).read_text())
+    command = [str(runtime_python), "-m", "model_artifacts.mxnet_runtime_export", "--graph", str(graph), "--out", str(out)]
+    with progress.step(f"load, check parity and write the model files with MXNet {runtime.framework_version} ({runtime.name} runtime)"):
+        _run_export(request, command, python_path=[str(REPO_ROOT)])
+        exported = json.loads((out / EXPORT_INFO_FILE).read_text())
+    if exported["mxnet_version"] != runtime.framework_version:
+        raise ConfigError(
+            f"model {request.name!r}: the {runtime.name} runtime's venv ({runtime.venv}) has MXNet {exported['mxnet_version']}, "
+            f"not {runtime.framework_version}; rebuild it: `make setup-runtimes RUNTIMES={runtime.name}`"
+        )
+    details = {
+        "parity": {**exported["parity"], "checked_with": exported["mxnet_version"]},
+        "graph_built_with": {"mxnet": built["mxnet_version"], "gluoncv": built["gluoncv_version"]},
+    }
+    return {name: out / name for name in MXNET_MODEL_FILES}, exported["mxnet_version"], details
 
 
 def _export_in_the_runtime(request: BuildRequest, out: Path) -> None:

@@ -5,8 +5,14 @@ Runs in the MXNet environment (`make setup-mxnet`; MXNet needs numpy<1.24, so it
     .venv-mxnet/bin/python -m model_artifacts.mxnet_export --model ssd_512_mobilenet1.0_coco --out DIR [--weights PARAMS]
 
 writes DIR/model-symbol.json + DIR/model-0000.params (`net.export(DIR/"model")`, the names the SageMaker
-MXNet toolkit and inference_src/mxnet_ssd/inference.py expect) and DIR/export.json (what was built, for the
-build step and for people).
+MXNet toolkit and inference_src/mxnet_ssd/inference.py expect), DIR/export.json (what was built, for the
+build step and for people) and DIR/parity/ (a fixed input and the network's cid, score and bbox for it, as
+.npy files).
+
+This is the first of two steps. The serving runtime's own MXNet (1.4.1 in the EIA image, 1.9.0 in the others;
+gluoncv is not in the EIA image and does not need to be) then loads this pair, checks that it answers what
+parity/ holds, and writes the files the endpoint loads: model_artifacts/mxnet_runtime_export.py, run by
+model_artifacts/build.py in the runtime's venv (runtimes/).
 
 Weights. Without --weights the network gets random weights from a fixed seed (finite answers, see
 _initialize): the artifact is real in every other respect (graph, shapes, operators, file names) but
@@ -41,6 +47,10 @@ SYMBOL_FILE = PREFIX + "-symbol.json"
 PARAMS_FILE = PREFIX + "-0000.params"
 INFO_FILE = "export.json"
 OUTPUT_NAMES = ("cid", "score", "bbox")
+# The fixed input and the network's answers to it, for the runtime's parity check (mxnet_runtime_export):
+# .npy files, which numpy 1.14 (the MXNet 1.4.1 runtime's) reads as written here.
+PARITY_DIR = "parity"
+PARITY_INPUT = "input.npy"
 # What MXNet writes into the symbol that differs from process to process: the repr (with its memory address)
 # of each weight's initializer, and id() in the initializer names of constants (the SSD anchors). Neither is
 # read when the parameters come from the params file, as they do in the handler.
@@ -90,6 +100,7 @@ def export(model: str, out: Path, weights: Path = None) -> dict:
     symbol.write_bytes(_without_volatile(symbol.read_bytes()))
 
     _check_exported(mx, out, example, outputs)
+    _write_parity(np, out / PARITY_DIR, example.asnumpy(), outputs)
     info = {
         "model": model,
         "mxnet_version": mx.__version__,
@@ -133,6 +144,13 @@ def _check_exported(mx, out: Path, example, expected) -> None:
             print(f"warning: the network answers non-finite {name} values for the example input; check the weights", file=sys.stderr)
         if not np.allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-5, equal_nan=True):
             raise SystemExit(f"the exported model answers a different {name} than the network it came from")
+
+
+def _write_parity(np, directory: Path, example, outputs) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(str(directory / PARITY_INPUT), example, allow_pickle=False)
+    for name, value in zip(OUTPUT_NAMES, outputs):
+        np.save(str(directory / f"{name}.npy"), value, allow_pickle=False)
 
 
 def _without_volatile(text: bytes) -> bytes:

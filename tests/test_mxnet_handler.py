@@ -1,175 +1,190 @@
-"""The MXNet SSD detector: its export (model_artifacts/mxnet_export.py) and its handler (inference_src/mxnet_ssd).
+"""The MXNet SSD detector on the runtimes that serve it: its export and its handler (inference_src/mxnet_ssd).
 
-MXNet needs numpy<1.24, so everything MXNet runs in .venv-mxnet (`make setup-mxnet`) subprocesses: a driver
-(DRIVER below) loads the exported model and answers a batch of requests through the real SageMaker MXNet
-toolkit (sagemaker-mxnet-inference's HandlerService with a multi-model-server Context, as in the MXNet
-serving containers; the Java model server itself is never started), or calls the handler's functions.
+Three environments, none of them this one (MXNet needs numpy<1.24):
+- .venv-mxnet, the build venv (`make setup-mxnet`): GluonCV builds the graph (model_artifacts/mxnet_export.py);
+  the gluoncv reference checks run there too.
+- .venv-runtimes/eia-mxnet-1.4.1 (mxnet-inference-eia:1.4.1: Python 3.6, MXNet 1.4.1, mxnet-model-server 1.0.5,
+  sagemaker-inference 1.1.0, sagemaker-mxnet-inference 1.2.3, whose toolkit calls handler functions with two
+  arguments) and .venv-runtimes/mxnet-1.9.0 (the gpu/cpu/serverless images: Python 3.8, MXNet 1.9.0,
+  multi-model-server 1.1.8, sagemaker-mxnet-inference 1.5.5, sagemaker-inference 1.10.1), built by
+  `python -m runtimes setup NAME`. Each converts the graph with its own MXNet (model_artifacts/mxnet_runtime_export.py)
+  and serves it: DRIVER below, run by the runtime's Python, does what the image does, in process, without Java.
+  It lays the model out as the toolkit does for its model server (sagemaker-inference 1.1.0 runs model-archiver;
+  1.10.1 hands the model directory over as is), loads it with the model server's own Python loader
+  (mms.model_loader, which instantiates the toolkit's HandlerService and calls initialize), and sends each
+  request as the Java frontend encodes it (the worker protocol, decoded by mms.protocol.otf_message_handler),
+  through mms.service.Service.predict, decoding the answer the worker would send back: status, reason phrase,
+  content type and body.
+A missing venv fails these tests with the command that builds it; nothing is skipped.
 """
 import ast
 import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 import textwrap
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from model_artifacts.build import MXNET_PYTHON  # .venv-mxnet, or $MXNET_PYTHON
 from tests.conftest import REPO
 
-MXNET_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
 HANDLER = REPO / "inference_src" / "mxnet_ssd" / "inference.py"
 EXPORTER = REPO / "model_artifacts" / "mxnet_export.py"
+RUNTIME_EXPORTER = REPO / "model_artifacts" / "mxnet_runtime_export.py"
 MODEL = "ssd_512_mobilenet1.0_coco"
 DETECTIONS = 100
+EIA_RUNTIME, RUNTIME_190 = "eia-mxnet-1.4.1", "mxnet-1.9.0"
+RUNTIMES = (EIA_RUNTIME, RUNTIME_190)
+# How each image hands the model to its model server, and what it has. The EIA image's MXNet (amazonei_mxnet)
+# always has mx.eia(); the driver maps it to the CPU, as device 7 so that the test sees which context was chosen.
+SERVING = {
+    EIA_RUNTIME: {"layout": "model-archiver", "eia_standin": True, "toolkit": "sagemaker-mxnet-inference 1.2.3 / sagemaker-inference 1.1.0"},
+    RUNTIME_190: {"layout": "model-dir", "eia_standin": False, "toolkit": "sagemaker-mxnet-inference 1.5.5 / sagemaker-inference 1.10.1"},
+}
+ACCELERATOR_CONTEXT, CPU_CONTEXT = "cpu(7)", "cpu(0)"
 
 
-# Runs in .venv-mxnet: argv = model_dir, mode, requests (JSON file); prints one JSON document.
+# Runs in a serving runtime's venv (Python 3.6 or 3.8): argv = spec file. Prints one JSON document.
 DRIVER = textwrap.dedent('''
-    import base64, json, os, sys, types
-    model_dir, mode, requests_file = sys.argv[1:4]
-    requests = json.load(open(requests_file))
-    sys.path.insert(0, os.path.join(model_dir, "code"))
-    os.environ["SAGEMAKER_PROGRAM"] = "inference.py"
+    import base64, functools, json, os, struct, sys, types
+    spec = json.load(open(sys.argv[1]))
     import mxnet as mx
 
-    def body_of(request):
-        return base64.b64decode(request["body_b64"]) if "body_b64" in request else request.get("body", "").encode("utf-8")
+    eia_calls = []
+    if spec["eia_standin"]:  # amazonei_mxnet's mx.eia(), mapped to the CPU (a test stand-in, never shipped)
+        def eia(device_id=0):
+            eia_calls.append(device_id)
+            return mx.Context("cpu", 7)
+        mx.eia = eia
 
-    def headers_of(request):
-        headers = {}
-        if request.get("content_type"):
-            headers["Content-Type"] = request["content_type"]
-        if request.get("accept"):
-            headers["Accept"] = request["accept"]
-        return headers
+    from sagemaker_inference import environment, model_server
+    from sagemaker_mxnet_serving_container import serving
+    from mms.model_loader import ModelLoaderFactory
+    from mms.protocol import otf_message_handler
+    from mms.service import Service
+    assert environment.model_dir == spec["model_dir"], (environment.model_dir, spec["model_dir"])
 
-    def text(answer):
-        return answer.decode("utf-8") if isinstance(answer, bytes) else answer
+    # The handler module, imported from the code directory the toolkit puts on the worker's PYTHONPATH; its
+    # functions wrapped to record how the toolkit calls them (functools.wraps keeps the signature it inspects).
+    sys.path.insert(0, environment.code_dir)
+    import inference
+    arities = {}
+    def recording(name):
+        original = getattr(inference, name)
+        @functools.wraps(original)
+        def call(*args):
+            arities.setdefault(name, set()).add(len(args))
+            return original(*args)
+        return call
+    for name in ("input_fn", "predict_fn", "output_fn"):
+        setattr(inference, name, recording(name))
 
-    def toolkit():
-        """The MXNet serving containers' path: HandlerService.initialize, then handle per request."""
-        from mms.context import Context, RequestProcessor
-        from sagemaker_mxnet_serving_container.handler_service import HandlerService
+    def model_server_layout():
+        """(model directory, handler) as the toolkit hands them to its model server."""
+        if spec["layout"] == "model-archiver":  # sagemaker-inference 1.1.0: model-archiver --archive-format no-archive
+            model_server._adapt_to_mms_format(serving.HANDLER_SERVICE)
+            directory = os.path.join(model_server.DEFAULT_MMS_MODEL_DIRECTORY, model_server.DEFAULT_MMS_MODEL_NAME)
+            with open(os.path.join(directory, "MAR-INF", "MANIFEST.json")) as stream:
+                return directory, json.load(stream)["model"]["handler"]
+        # sagemaker-inference 1.10.1: --models model=<model_dir>, the handler in the generated MMS config
+        properties = model_server._generate_mms_config_properties(environment.Environment(), serving.HANDLER_SERVICE)
+        handler = [line.split("=", 1)[1] for line in properties.splitlines() if line.startswith("default_service_handler=")][0]
+        return environment.model_dir, handler
 
-        service = HandlerService()
-        context = Context("model", model_dir, {"model": {}}, 1, None, "1.1.11")
-        context.request_processor = [RequestProcessor({})]
-        service.initialize(context)
-        results = []
-        for request in requests:
-            context.request_processor = [RequestProcessor(headers_of(request))]
-            answer = service.handle([{"body": body_of(request)}], context)[0]
-            results.append({"status": context.get_response_status(0)[0], "body": text(answer),
-                            "content_type": context.get_response_content_type(0)})
-        return results
+    class Connection(object):
+        """The worker's socket, holding one message from the Java frontend."""
+        def __init__(self, data):
+            self.data = data
+        def recv(self, size):
+            chunk, self.data = self.data[:size], self.data[size:]
+            return chunk
 
-    class RecordingContext(object):
-        def __init__(self):
-            self.status = 200
-        def set_response_status(self, code=200, phrase="", idx=0):
-            self.status = code
+    def field(value):
+        data = value.encode("utf-8") if value is not None else b""
+        return struct.pack("!i", len(data)) + data
 
-    def functions(with_context):
-        """input_fn/predict_fn/output_fn called directly, with a context or (older toolkits) without."""
-        import inference
-        model = inference.model_fn(model_dir)
-        results = []
-        for request in requests:
-            context = RecordingContext() if with_context else None
-            args = (context,) if with_context else ()
-            try:
-                body = body_of(request)  # the toolkit decodes UTF-8 content types to str
-                body = body.decode("utf-8") if request.get("content_type") == "application/json" else body
-                data = inference.input_fn(body, request.get("content_type"), *args)
-                body, content_type = inference.output_fn(inference.predict_fn(data, model, *args), request.get("accept"), *args)
-                results.append({"status": context.status if context else 200, "body": text(body), "content_type": content_type})
-            except Exception as error:
-                results.append({"raised": type(error).__name__, "status": getattr(error, "status_code", None),
-                                "body": getattr(error, "message", str(error)), "phrase": getattr(error, "phrase", None)})
-        return results
+    def frame(request, request_id):
+        """An /invocations request as MMS's Java frontend sends it to the worker (ModelRequestEncoder)."""
+        body = base64.b64decode(request["body_b64"])
+        headers = [(k, v) for k, v in (("Content-Type", request.get("content_type")), ("Accept", request.get("accept"))) if v is not None]
+        mime = request["content_type"].split(";")[0].strip() if request.get("content_type") else None  # HttpUtil.getMimeType
+        data = b"I" + field(request_id)
+        for name, value in headers:
+            data += field(name) + field(value)
+        data += struct.pack("!i", -1) + field("body") + field(mime) + struct.pack("!i", len(body)) + body
+        return data + struct.pack("!i", -1) + struct.pack("!i", -1)
 
-    def reference():
-        """Per image: the handler's input tensor against gluoncv's transform_test, and a plain forward of it."""
+    class Reader(object):
+        def __init__(self, data):
+            self.data, self.position = bytes(data), 0
+        def integer(self):
+            value = struct.unpack("!i", self.data[self.position:self.position + 4])[0]
+            self.position += 4
+            return value
+        def raw(self, size):
+            value = self.data[self.position:self.position + size]
+            self.position += size
+            return value
+        def text(self):
+            return self.raw(self.integer()).decode("utf-8")
+
+    def answer(response):
+        """The worker's reply (otf_message_handler.create_predict_response), as the frontend reads it."""
+        reader = Reader(response)
+        code, message = reader.integer(), reader.text()
+        answers = []
+        while True:
+            size = reader.integer()
+            if size == -1:
+                break
+            reader.raw(size)  # request id
+            content_type, status, phrase = reader.text(), reader.integer(), reader.text()
+            headers = dict((reader.text(), reader.text()) for _ in range(reader.integer()))
+            body = reader.raw(reader.integer())
+            answers.append({"worker_code": code, "worker_message": message, "status": status, "phrase": phrase,
+                            "content_type": content_type, "headers": headers, "body": body.decode("utf-8", "replace")})
+        return answers
+
+    os.environ["MMS_DECODE_INPUT_REQUEST"] = "false"  # the toolkit's MMS config: decode_input_request=false
+    directory, handler = model_server_layout()
+    service = ModelLoaderFactory.get_model_loader(directory).load("model", directory, handler, None, 1)
+    results = {"handler": handler, "answers": []}
+    for index, request in enumerate(spec["requests"]):
+        command, batch = otf_message_handler.retrieve_msg(Connection(frame(request, "request-{}".format(index))))
+        results["answers"].extend(answer(service.predict(batch)))
+
+    model = service._entry_point.__self__._service._model  # HandlerService -> Transformer -> model_fn's block
+    results["model_contexts"] = sorted(set(str(c) for p in model.collect_params().values() for c in p.list_ctx()))
+    results["eia_calls"] = len(eia_calls)
+    results["arities"] = dict((name, sorted(values)) for name, values in arities.items())
+    results["mxnet"] = mx.__version__
+
+    if spec.get("extras"):
         import numpy as np
-        import inference
-        from gluoncv.data.transforms.presets.ssd import transform_test
-
-        net = mx.gluon.SymbolBlock.imports(os.path.join(model_dir, "model-symbol.json"), ["data"],
-                                           os.path.join(model_dir, "model-0000.params"), ctx=mx.cpu())
-        results = []
-        for request in requests:
-            data = base64.b64decode(request["image_b64"])
-            tensor = inference.preprocess(inference.decode_image(data), request["short"])
-            expected, _ = transform_test(mx.image.imdecode(data), short=request["short"])
-            cid, score, bbox = net(tensor)
-            results.append({"shape": list(tensor.shape), "gluoncv_shape": list(expected.shape),
-                            "max_abs_diff_to_gluoncv": float(np.abs(tensor.asnumpy() - expected.asnumpy()).max()),
-                            "cid": cid[0].asnumpy().tolist(), "score": score[0].asnumpy().tolist(), "bbox": bbox[0].asnumpy().tolist()})
-        return results
-
-    def accelerator():
-        """model_fn's choice of context and hybridize options under the EIA convention, with fake EIA runtimes."""
-        import inference
-        calls = []
-        original = mx.gluon.SymbolBlock.hybridize
-        mx.gluon.SymbolBlock.hybridize = lambda self, *args, **kwargs: calls.append(kwargs)
-        results = {}
-        os.environ["SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"] = "true"
-        mx.eia = lambda: mx.cpu(0)  # MXNet 1.4.1 / 1.5.1 EIA builds
-        inference.model_fn(model_dir)
-        results["mx.eia"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
-        del mx.eia
-        sys.modules["eimx"] = types.ModuleType("eimx")  # MXNet 1.7.0 EIA: the eimx plugin
-        inference.model_fn(model_dir)
-        results["eimx"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
-        sys.modules["eimx"] = None
-        inference.model_fn(model_dir)
-        results["no EIA runtime"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
-        os.environ["SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"] = "false"
-        inference.model_fn(model_dir)
-        results["no accelerator"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
-        mx.gluon.SymbolBlock.hybridize = original
-        return results
-
-    def nonfinite():
-        """output_fn on a prediction with inf and NaN in it: those rows become empty rows."""
-        import numpy as np
-        import inference
+        # output_fn on a prediction with inf and NaN in it: those rows become empty rows.
         cid, score, bbox = np.zeros((3, 1), "float32"), np.full((3, 1), 0.5, "float32"), np.ones((3, 4), "float32")
         bbox[1, 2], score[2, 0] = np.inf, np.nan
-        return inference.output_fn(((1, 3, 64, 64), cid, score, bbox), "application/json")[0]
-
-    modes = {"toolkit": toolkit, "nonfinite": nonfinite, "functions": lambda: functions(True), "functions-no-context": lambda: functions(False),
-             "reference": reference, "accelerator": accelerator}
-    print("DRIVER-RESULT " + json.dumps(modes[mode]()))
+        results["nonfinite"] = inference.output_fn(((1, 3, 64, 64), cid, score, bbox), "application/json")[0]
+    if spec.get("extras") and not spec["eia_standin"]:
+        # model_fn's hybridize options under the EIA convention without mx.eia(): the eimx plugin (MXNet 1.7.0
+        # EIA images), then neither (CPU, with a warning).
+        calls = []
+        mx.gluon.SymbolBlock.hybridize = lambda self, *args, **kwargs: calls.append(kwargs)
+        os.environ["SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"] = "true"
+        sys.modules["eimx"] = types.ModuleType("eimx")
+        inference.model_fn(environment.model_dir)
+        results["eimx"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
+        sys.modules["eimx"] = None
+        inference.model_fn(environment.model_dir)
+        results["no EIA runtime"] = {"context": str(inference.model_context()), "hybridize": calls.pop()}
+    print("DRIVER-RESULT " + json.dumps(results))
 ''')
-
-
-def run_mxnet(*args, timeout=300):
-    process = subprocess.run([str(MXNET_PYTHON), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    return process
-
-
-def drive(model_dir, mode, requests, tmp_path):
-    (tmp_path / "driver.py").write_text(DRIVER)
-    (tmp_path / f"{mode}.json").write_text(json.dumps(requests))
-    output = run_mxnet(tmp_path / "driver.py", model_dir, mode, tmp_path / f"{mode}.json").stdout
-    return json.loads(output.split("DRIVER-RESULT ", 1)[1])
-
-
-def strict_json(text):
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def export(out, *extra):
-    return run_mxnet("-m", "model_artifacts.mxnet_export", "--model", MODEL, "--out", out, *extra)
 
 
 # ------------------------------------------------------------------------------------ images and requests
@@ -189,8 +204,12 @@ def b64(data):
     return base64.b64encode(data).decode("ascii")
 
 
-def json_request(document, content_type="application/json", accept=None):
-    return {"body": json.dumps(document), "content_type": content_type, "accept": accept}
+def request(body, content_type="application/json", accept=None):
+    """One /invocations request: body (bytes, str or a JSON document), its Content-Type and Accept headers."""
+    if not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return {"body_b64": b64(data), "content_type": content_type, "accept": accept}
 
 
 def expected_shape(width, height, short, max_size=1024):
@@ -204,11 +223,13 @@ def expected_shape(width, height, short, max_size=1024):
 JPEG = image_bytes(640, 480, "JPEG")
 PNG = image_bytes(300, 500, "PNG")
 WIDE = image_bytes(1000, 200, "JPEG")
-# (name, image bytes, width, height, request document): the source document's contract.
+# (name, image bytes, width, height, request document, Accept): the source document's contract.
 GOOD = [
-    ("jpeg, short 224 (the source document's)", JPEG, 640, 480, {"image": b64(JPEG), "short": 224}),
-    ("png, default short 512", PNG, 300, 500, {"image": b64(PNG)}),
-    ("wide jpeg, long side capped at 1024", WIDE, 1000, 200, {"image": b64(WIDE), "short": 512}),
+    ("jpeg, short 224 (the source document's)", JPEG, 640, 480, {"image": b64(JPEG), "short": 224}, None),
+    ("png, default short 512, Accept application/json", PNG, 300, 500, {"image": b64(PNG)}, "application/json"),
+    ("wide jpeg, long side capped at 1024, Accept */*", WIDE, 1000, 200, {"image": b64(WIDE), "short": 512}, "*/*"),
+    ("jpeg, base64 with line breaks, Accept list", JPEG, 640, 480,
+     {"image": base64.encodebytes(JPEG).decode("ascii"), "short": 224}, "text/html, application/json;q=0.9"),
 ]
 
 
@@ -224,117 +245,290 @@ def _png_header(width, height):
 
 # (name, request, expected status)
 BAD = [
-    ("raw JPEG body", {"body_b64": b64(JPEG), "content_type": "image/jpeg"}, 415),
-    ("no Content-Type", {"body": json.dumps({"image": b64(JPEG)})}, 415),
-    ("CSV", {"body": "1,2,3", "content_type": "text/csv"}, 415),
-    ("empty body", {"body": "", "content_type": "application/json"}, 400),
-    ("not JSON", {"body": "{image:", "content_type": "application/json"}, 400),
-    ("JSON list", json_request([b64(JPEG)]), 400),
-    ("unknown key", json_request({"image": b64(JPEG), "size": 224}), 400),
-    ("missing image", json_request({"short": 224}), 400),
-    ("image not a string", json_request({"image": 123}), 400),
-    ("bad base64", json_request({"image": "not base64!"}), 400),
-    ("not an image", json_request({"image": b64(b"hello, world")}), 400),
-    ("GIF", json_request({"image": b64(_gif())}), 400),
-    ("truncated PNG", json_request({"image": b64(PNG[: len(PNG) // 2])}), 400),
-    ("JPEG without frame header", json_request({"image": b64(b"\xff\xd8\xff\xe0\x00\x04ab")}), 400),
-    ("decompression bomb", json_request({"image": b64(_png_header(20000, 20000))}), 413),
-    ("short too small", json_request({"image": b64(JPEG), "short": 8}), 400),
-    ("short too large", json_request({"image": b64(JPEG), "short": 5000}), 400),
-    ("short a string", json_request({"image": b64(JPEG), "short": "224"}), 400),
-    ("short a float", json_request({"image": b64(JPEG), "short": 224.0}), 400),
-    ("short a boolean", json_request({"image": b64(JPEG), "short": True}), 400),
-    ("Accept CSV", json_request({"image": b64(JPEG), "short": 224}, accept="text/csv"), 406),
+    ("raw JPEG body", request(JPEG, "image/jpeg"), 415),
+    ("no Content-Type", request({"image": b64(JPEG)}, None), 415),
+    ("CSV", request("1,2,3", "text/csv"), 415),
+    ("empty body", request(b""), 400),
+    ("not JSON", request("{image:"), 400),
+    ("a batch: JSON list of images (one image per request)", request([b64(JPEG), b64(PNG)]), 400),
+    ("unknown key", request({"image": b64(JPEG), "size": 224}), 400),
+    ("missing image", request({"short": 224}), 400),
+    ("image not a string", request({"image": 123}), 400),
+    ("bad base64", request({"image": "not base64!"}), 400),
+    ("not an image", request({"image": b64(b"hello, world")}), 400),
+    ("GIF", request({"image": b64(_gif())}), 400),
+    ("truncated PNG", request({"image": b64(PNG[: len(PNG) // 2])}), 400),
+    ("JPEG without frame header", request({"image": b64(b"\xff\xd8\xff\xe0\x00\x04ab")}), 400),
+    ("decompression bomb", request({"image": b64(_png_header(20000, 20000))}), 413),
+    ("short too small", request({"image": b64(JPEG), "short": 8}), 400),
+    ("short too large", request({"image": b64(JPEG), "short": 5000}), 400),
+    ("short a string", request({"image": b64(JPEG), "short": "224"}), 400),
+    ("short a float", request({"image": b64(JPEG), "short": 224.0}), 400),
+    ("short a boolean", request({"image": b64(JPEG), "short": True}), 400),
+    ("Accept CSV", request({"image": b64(JPEG), "short": 224}, accept="text/csv"), 406),
 ]
+GOOD_REQUESTS = [request(document, accept=accept) for _, _, _, _, document, accept in GOOD]
+# Every good and bad request in one worker, then the first good one again: the worker keeps serving.
+MATRIX = GOOD_REQUESTS + [bad for _, bad, _ in BAD] + [GOOD_REQUESTS[0]]
+
+
+def strict_json(text):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# ------------------------------------------------------------------------------------ environments
+
+
+def build_python():
+    if not MXNET_PYTHON.exists():
+        pytest.fail(f"the MXNet build venv (GluonCV, MXNet 1.9.1) is missing: no {MXNET_PYTHON}; run `make setup-mxnet`")
+    return MXNET_PYTHON
+
+
+def runtime_python(name):
+    """The runtime's python; a ConfigError with the command that builds it when its venv is missing."""
+    from runtimes import RUNTIMES
+
+    return RUNTIMES[name].require()
+
+
+def run(python, *args, cwd=REPO, env=None, timeout=600, check=True):
+    """python *args with the repository on PYTHONPATH; env entries set to None are removed."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    environment = {key: value for key, value in environment.items() if value is not None}
+    process = subprocess.run([str(python), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+    if check:
+        assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return process
+
+
+def export(out, *extra):
+    return run(build_python(), "-m", "model_artifacts.mxnet_export", "--model", MODEL, "--out", out, *extra)
+
+
+def runtime_export(name, graph, out, check=True):
+    return run(runtime_python(name), "-m", "model_artifacts.mxnet_runtime_export", "--graph", graph, "--out", out, check=check)
 
 
 # ------------------------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The export, laid out as SageMaker extracts model.tar.gz: model files + code/inference.py."""
-    if not MXNET_PYTHON.exists():
-        pytest.skip(".venv-mxnet is missing: run `make setup-mxnet` (MXNet needs numpy<1.24, so it has its own venv)")
-    model_dir = tmp_path_factory.mktemp("opt-ml-model")
-    export(model_dir)
-    (model_dir / "code").mkdir()
-    shutil.copy(HANDLER, model_dir / "code" / "inference.py")
-    return model_dir
+def graph(tmp_path_factory):
+    """The GluonCV build in .venv-mxnet: model-symbol.json + model-0000.params + export.json + parity/."""
+    out = tmp_path_factory.mktemp("graph")
+    export(out)
+    return out
 
 
 @pytest.fixture(scope="module")
-def toolkit_answers(exported, tmp_path_factory):
-    """Every request of GOOD and BAD, in that order, then the first good one again, through the toolkit."""
-    requests = [json_request(document) for _, _, _, _, document in GOOD] + [request for _, request, _ in BAD]
-    requests.append(json_request(GOOD[0][4], accept="application/json"))
-    answers = drive(exported, "toolkit", requests, tmp_path_factory.mktemp("driver"))
-    return answers[: len(GOOD)], answers[len(GOOD): -1], answers[-1]
+def model_bases(graph, tmp_path_factory):
+    """Per runtime, SAGEMAKER_BASE_DIR: model/ holds what model.tar.gz holds (the runtime's model files + code/)."""
+    bases = {}
+    for name in RUNTIMES:
+        base = tmp_path_factory.mktemp(f"opt-ml-{name}")
+        model_dir = base / "model"
+        runtime_export(name, graph, model_dir)
+        (model_dir / "export.json").unlink()  # not in model.tar.gz
+        (model_dir / "code").mkdir()
+        shutil.copy(HANDLER, model_dir / "code" / "inference.py")
+        shutil.copy(HANDLER.parent / "requirements.txt", model_dir / "code" / "requirements.txt")
+        bases[name] = base
+    return bases
 
 
 @pytest.fixture(scope="module")
-def references(exported, tmp_path_factory):
-    requests = [{"image_b64": b64(data), "short": document.get("short", 512)} for _, data, _, _, document in GOOD]
-    return drive(exported, "reference", requests, tmp_path_factory.mktemp("driver"))
+def serve(model_bases, tmp_path_factory):
+    """serve(runtime, mode) -> the driver's answers; one driver process per runtime and mode, run once."""
+    done = {}
+
+    def get(name, mode="serve"):
+        if (name, mode) not in done:
+            accelerator = mode == "accelerator"
+            requests = GOOD_REQUESTS[:1] + [BAD[1][1], GOOD_REQUESTS[1]] if accelerator else MATRIX
+            work = tmp_path_factory.mktemp(f"driver-{name}-{mode}")
+            (work / "driver.py").write_text(DRIVER)
+            base = model_bases[name]
+            spec = {**SERVING[name], "model_dir": str(base / "model"), "requests": requests, "extras": not accelerator}
+            (work / "spec.json").write_text(json.dumps(spec))
+            python = runtime_python(name)
+            env = {
+                "SAGEMAKER_BASE_DIR": str(base),
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT": "true" if accelerator else "false",
+                "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}",  # model-archiver, as in the image
+                "PYTHONPATH": None,  # nothing from this repository: the image has only model.tar.gz
+            }
+            started = time.monotonic()
+            process = run(python, work / "driver.py", work / "spec.json", cwd=work, env=env)
+            result = json.loads(process.stdout.split("DRIVER-RESULT ", 1)[1])
+            result["stderr"], result["seconds"] = process.stderr, time.monotonic() - started
+            done[name, mode] = result
+        return done[name, mode]
+
+    return get
 
 
-# ------------------------------------------------------------------------------------ export
+@pytest.fixture(scope="module")
+def references(graph, tmp_path_factory):
+    """In the build venv (MXNet 1.9.1 + gluoncv), per good image: the handler's input tensor against gluoncv's
+    transform_test, and the build network's answer to it."""
+    script = textwrap.dedent('''
+        import base64, json, sys
+        sys.modules.setdefault("torch", None)
+        import mxnet as mx, numpy as np
+        from gluoncv.data.transforms.presets.ssd import transform_test
+        graph, handler_dir, images = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+        sys.path.insert(0, handler_dir)
+        import inference
+        net = mx.gluon.SymbolBlock.imports(graph + "/model-symbol.json", ["data"], graph + "/model-0000.params", ctx=mx.cpu())
+        results = []
+        for image in images:
+            data = base64.b64decode(image["image_b64"])
+            tensor = inference.preprocess(inference.decode_image(data), image["short"])
+            expected, _ = transform_test(mx.image.imdecode(data), short=image["short"])
+            cid, score, bbox = net(tensor)
+            results.append({"shape": list(tensor.shape), "gluoncv_shape": list(expected.shape),
+                            "max_abs_diff_to_gluoncv": float(np.abs(tensor.asnumpy() - expected.asnumpy()).max()),
+                            "cid": cid[0].asnumpy().tolist(), "score": score[0].asnumpy().tolist(), "bbox": bbox[0].asnumpy().tolist()})
+        print("DRIVER-RESULT " + json.dumps(results))
+    ''')
+    work = tmp_path_factory.mktemp("reference")
+    (work / "reference.py").write_text(script)
+    images = [{"image_b64": b64(data), "short": document.get("short", 512)} for _, data, _, _, document, _ in GOOD]
+    (work / "images.json").write_text(json.dumps(images))
+    process = run(build_python(), work / "reference.py", graph, HANDLER.parent, work / "images.json")
+    return json.loads(process.stdout.split("DRIVER-RESULT ", 1)[1])
+
+
+# ------------------------------------------------------------------------------------ build: graph and runtime export
 
 
 @pytest.mark.slow
-def test_export_writes_the_toolkit_file_names_and_records_what_it_built(exported):
-    assert (exported / "model-symbol.json").is_file() and (exported / "model-0000.params").is_file()
-    info = json.loads((exported / "export.json").read_text())
+def test_the_graph_build_writes_the_toolkit_file_names_and_a_parity_reference(graph):
+    assert (graph / "model-symbol.json").is_file() and (graph / "model-0000.params").is_file()
+    info = json.loads((graph / "export.json").read_text())
     assert info["model"] == MODEL and info["mxnet_version"] == "1.9.1"
     assert info["input"]["short_default"] == 512 and info["classes"] == 80 == len(info["class_names"])
     assert info["output_shapes"] == {"cid": [1, DETECTIONS, 1], "score": [1, DETECTIONS, 1], "bbox": [1, DETECTIONS, 4]}
     assert info["weights"]["source"] == "random" and info["weights"]["seed"] == 0
     # MXNet 1.4.1 and 1.5.1 (EIA runtimes) have no _contrib_box_decode: the export decodes boxes without it.
     assert "_contrib_box_decode" not in info["operators"] and "_contrib_box_nms" in info["operators"]
+    assert sorted(p.name for p in (graph / "parity").iterdir()) == ["bbox.npy", "cid.npy", "input.npy", "score.npy"]
+    assert np.load(graph / "parity" / "input.npy").shape == (1, 3, 512, 512)
+    assert np.load(graph / "parity" / "bbox.npy").shape == (1, DETECTIONS, 4)
 
 
 @pytest.mark.slow
-def test_two_exports_are_byte_identical(exported, tmp_path):
+def test_two_graph_builds_are_byte_identical(graph, tmp_path):
     export(tmp_path)
-    for name in ("model-symbol.json", "model-0000.params", "export.json"):
-        assert (tmp_path / name).read_bytes() == (exported / name).read_bytes(), name
+    names = ["model-symbol.json", "model-0000.params", "export.json"] + [f"parity/{p.name}" for p in (graph / "parity").iterdir()]
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (graph / name).read_bytes(), name
     assert b" object at 0x" not in (tmp_path / "model-symbol.json").read_bytes()
 
 
 @pytest.mark.slow
-def test_export_loads_user_weights_and_refuses_files_that_do_not_fit(exported, tmp_path):
+def test_the_graph_build_loads_user_weights_and_refuses_files_that_do_not_fit(graph, tmp_path):
     weights = tmp_path / "weights.params"
     script = (  # weights as a user saves them: net.save_parameters, here of another random draw
         "import mxnet as mx; from gluoncv import model_zoo; from model_artifacts.mxnet_export import _initialize; "
         f"mx.random.seed(7); net = model_zoo.get_model({MODEL!r}, pretrained=False, pretrained_base=False); "
         "_initialize(mx, net); net(mx.nd.zeros((1, 3, 64, 64))); net.save_parameters(%r)" % str(weights)
     )
-    run_mxnet("-c", script)
+    run(build_python(), "-c", script)
     export(tmp_path / "out", "--weights", weights)
     info = json.loads((tmp_path / "out" / "export.json").read_text())
     assert info["weights"]["source"] == "file" and info["weights"]["file"] == "weights.params"
-    assert (tmp_path / "out" / "model-0000.params").read_bytes() != (exported / "model-0000.params").read_bytes()
+    assert (tmp_path / "out" / "model-0000.params").read_bytes() != (graph / "model-0000.params").read_bytes()
 
     wrong = tmp_path / "wrong.params"
-    run_mxnet("-c", "import mxnet as mx; mx.nd.save(%r, {'w': mx.nd.zeros((2,))})" % str(wrong))
-    process = subprocess.run([str(MXNET_PYTHON), "-m", "model_artifacts.mxnet_export", "--model", MODEL, "--out", tmp_path / "bad",
-                              "--weights", wrong], cwd=REPO, capture_output=True, text=True, timeout=300)
+    run(build_python(), "-c", "import mxnet as mx; mx.nd.save(%r, {'w': mx.nd.zeros((2,))})" % str(wrong))
+    process = run(build_python(), "-m", "model_artifacts.mxnet_export", "--model", MODEL, "--out", tmp_path / "bad",
+                  "--weights", wrong, check=False)
     assert process.returncode != 0 and "not ssd_512_mobilenet1.0_coco parameters" in process.stderr
 
 
-def test_the_exporter_never_imports_torch_or_the_main_stack():
-    modules = _imported_modules(EXPORTER)
-    assert not {"torch", "torchvision", "aws_cdk", "config", "stacks"} & {name.split(".")[0] for name in modules}, modules
+@pytest.mark.slow
+@pytest.mark.parametrize("name, version, symbol_version", [(EIA_RUNTIME, "1.4.1", 10401), (RUNTIME_190, "1.9.0", 10900)])
+def test_each_runtime_writes_the_model_files_with_its_own_mxnet_after_a_parity_check(model_bases, graph, name, version, symbol_version):
+    model_dir = model_bases[name] / "model"
+    symbol = json.loads((model_dir / "model-symbol.json").read_text())
+    assert symbol["attrs"]["mxnet_version"] == ["int", symbol_version]  # written by the runtime's MXNet, not 1.9.1
+    assert json.loads((graph / "model-symbol.json").read_text())["attrs"]["mxnet_version"] == ["int", 10901]
+    # The same graph and weights: nodes and parameter values unchanged.
+    assert symbol["nodes"] == json.loads((graph / "model-symbol.json").read_text())["nodes"]
+
+
+@pytest.mark.slow
+def test_the_runtime_export_records_its_mxnet_and_parity_and_is_byte_reproducible(graph, tmp_path):
+    """Two conversions in the EIA runtime (MXNet 1.4.1 on Python 3.6): identical bytes, and a record of the check."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    runtime_export(EIA_RUNTIME, graph, first)
+    runtime_export(EIA_RUNTIME, graph, second)
+    for name in ("model-symbol.json", "model-0000.params", "export.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    info = json.loads((first / "export.json").read_text())
+    assert info["mxnet_version"] == "1.4.1" and info["python_version"].startswith("3.6.")
+    assert info["graph"]["mxnet_version"] == "1.9.1" and info["graph"]["model"] == MODEL
+    parity = info["parity"]
+    assert parity["checked_with"] == "1.4.1" and parity["input_shape"] == [1, 3, 512, 512]
+    assert set(parity["max_abs_diff"]) == {"cid", "score", "bbox"}
+    assert all(0 <= value <= parity["atol"] + parity["rtol"] * 1024 for value in parity["max_abs_diff"].values()), parity
+
+
+@pytest.mark.slow
+def test_a_parity_mismatch_stops_the_runtime_export_and_names_the_first_output_that_differs(graph, tmp_path):
+    tampered = tmp_path / "graph"
+    tampered.mkdir()
+    for name in ("model-symbol.json", "model-0000.params", "export.json"):
+        (tampered / name).symlink_to(graph / name)
+    shutil.copytree(graph / "parity", tampered / "parity")
+    score = np.load(tampered / "parity" / "score.npy")
+    score[0, 3, 0] += 0.01  # as if the runtime scored the fourth detection differently
+    np.save(tampered / "parity" / "score.npy", score)
+    bbox = np.load(tampered / "parity" / "bbox.npy")
+    bbox[0, 0, 0] += 5.0  # a later output differs too: the error names the first one, score
+    np.save(tampered / "parity" / "bbox.npy", bbox)
+    process = runtime_export(EIA_RUNTIME, tampered, tmp_path / "out", check=False)
+    assert process.returncode == 2, process.stderr
+    error = process.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: parity: MXNet 1.4.1 (this runtime) answers a different score than MXNet 1.9.1 (the build)"), error
+    assert "1 of 100 values differ, first at [0, 3, 0]" in error and "bbox" not in error
+    assert not (tmp_path / "out" / "export.json").exists()
+
+
+def test_the_exporters_never_import_torch_or_the_main_stack_and_the_runtime_step_needs_no_gluoncv():
+    for path in (EXPORTER, RUNTIME_EXPORTER):
+        modules = {name.split(".")[0] for name in _imported_modules(path)}
+        assert not {"torch", "torchvision", "aws_cdk", "config", "stacks"} & modules, (path, modules)
+    runtime_modules = {name.split(".")[0] for name in _imported_modules(RUNTIME_EXPORTER)}
+    assert runtime_modules <= {"argparse", "hashlib", "json", "os", "platform", "sys", "mxnet", "numpy"}, runtime_modules
 
 
 # ------------------------------------------------------------------------------------ handler: good requests
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_runtime_serves_through_its_own_toolkit_and_loads_without_a_version_warning(serve, runtime):
+    result = serve(runtime)
+    assert result["handler"].split(":")[0] == "sagemaker_mxnet_serving_container.handler_service"
+    assert result["mxnet"] == {EIA_RUNTIME: "1.4.1", RUNTIME_190: "1.9.0"}[runtime]
+    assert len(result["answers"]) == len(MATRIX)
+    # The model files were written by this MXNet: no "loading symbol saved by MXNet version ..." warning.
+    assert "saved by MXNet version" not in result["stderr"], result["stderr"][-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("index", range(len(GOOD)), ids=[name for name, *_ in GOOD])
-def test_answers_the_source_documents_contract(toolkit_answers, index):
-    _, _, width, height, document = GOOD[index]
-    answer = toolkit_answers[0][index]
+def test_answers_the_source_documents_contract(serve, runtime, index):
+    _, _, width, height, document, _ = GOOD[index]
+    answer = serve(runtime)["answers"][index]
     assert answer["status"] == 200 and answer["content_type"] == "application/json", answer
     body = strict_json(answer["body"])
     assert sorted(body) == ["bbox", "cid", "score", "shape"]
@@ -344,12 +538,14 @@ def test_answers_the_source_documents_contract(toolkit_answers, index):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("index", range(len(GOOD)), ids=[name for name, *_ in GOOD])
-def test_answers_what_the_exported_network_answers_for_the_same_input(toolkit_answers, references, index):
-    body, reference = json.loads(toolkit_answers[0][index]["body"]), references[index]
+def test_answers_what_the_built_network_answers_for_the_same_image(serve, references, runtime, index):
+    """The runtime's decode, preprocessing and network against the build venv's (MXNet 1.9.1) on the same image."""
+    body, reference = json.loads(serve(runtime)["answers"][index]["body"]), references[index]
     assert body["shape"] == reference["shape"]
     for key in ("cid", "score", "bbox"):
-        np.testing.assert_allclose(body[key], reference[key], rtol=1e-5, atol=1e-4, err_msg=key)
+        np.testing.assert_allclose(body[key], reference[key], rtol=1e-4, atol=1e-3, err_msg=key)
 
 
 @pytest.mark.slow
@@ -360,74 +556,107 @@ def test_preprocessing_equals_gluoncvs_ssd_transform_test(references):
 
 
 @pytest.mark.slow
-def test_the_worker_keeps_serving_after_bad_requests(toolkit_answers):
-    first, last = toolkit_answers[0][0], toolkit_answers[2]
-    assert last["status"] == 200 and last["body"] == first["body"]
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_worker_keeps_serving_after_bad_requests(serve, runtime):
+    answers = serve(runtime)["answers"]
+    assert answers[-1]["status"] == 200 and answers[-1]["body"] == answers[0]["body"]
+
+
+@pytest.mark.slow
+def test_the_eia_toolkit_calls_the_handler_with_two_arguments_and_the_190_toolkit_with_its_context(serve):
+    """What the status tests below rely on: the 1.4.1 image's toolkit passes no context to the handler."""
+    assert serve(EIA_RUNTIME)["arities"] == {"input_fn": [2], "predict_fn": [2], "output_fn": [2]}
+    assert serve(RUNTIME_190)["arities"] == {"input_fn": [3], "predict_fn": [3], "output_fn": [3]}
 
 
 # ------------------------------------------------------------------------------------ handler: bad requests
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("index", range(len(BAD)), ids=[name for name, *_ in BAD])
-def test_bad_requests_get_their_status_and_a_one_line_json_error(toolkit_answers, index):
+def test_bad_requests_get_their_status_and_a_one_line_json_error(serve, runtime, index):
     _, _, status = BAD[index]
-    answer = toolkit_answers[1][index]
+    answer = serve(runtime)["answers"][len(GOOD) + index]
+    assert answer["worker_code"] == 200, answer  # the worker answered; the status is the request's own
     assert answer["status"] == status, answer
     assert "Traceback" not in answer["body"] and "\n" not in answer["body"].strip(), answer["body"]
     error = json.loads(answer["body"])
     assert error["status"] == status and isinstance(error["error"], str) and error["error"], error
+    assert "\n" not in answer["phrase"]
+    if runtime == RUNTIME_190:  # the handler sets status and content type through the toolkit's context
+        assert answer["content_type"] == "application/json"
+    else:  # sagemaker-inference 1.1.0 answers GenericInferenceToolkitError: status and phrase, no content type
+        assert answer["phrase"] == error["error"] and answer["content_type"] == ""
 
 
 @pytest.mark.slow
-def test_functions_called_directly_answer_through_the_context_or_the_toolkits_error_class(exported, tmp_path):
-    requests = [request for _, request, _ in BAD[:4]] + [json_request(GOOD[0][4])]
-    statuses = [status for _, _, status in BAD[:4]] + [200]
-    with_context = drive(exported, "functions", requests, tmp_path)
-    assert [answer["status"] for answer in with_context] == statuses
-    assert all("raised" not in answer for answer in with_context)
-    assert json.loads(with_context[-1]["body"])["shape"] == [1, 3, 224, 299]
+def test_non_finite_detections_become_empty_rows_so_the_body_stays_strict_json(serve):
+    for runtime in RUNTIMES:
+        body = strict_json(serve(runtime)["nonfinite"])
+        assert body["shape"] == [1, 3, 64, 64]
+        assert body["cid"] == [[0.0], [-1.0], [-1.0]] and body["score"] == [[0.5], [-1.0], [-1.0]]
+        assert body["bbox"] == [[1.0] * 4, [-1.0] * 4, [-1.0] * 4]
 
-    # Toolkits that pass no context (the 1.4.1 EIA image's sagemaker-inference 1.1.0): the toolkit's error
-    # class carries the status and, as its message (the body those toolkits send), the one-line JSON.
-    without_context = drive(exported, "functions-no-context", requests[:-1], tmp_path)
-    for answer, status in zip(without_context, statuses):
-        assert answer["raised"] == "GenericInferenceToolkitError" and answer["status"] == status, answer
-        assert json.loads(answer["body"])["status"] == status and "\n" not in answer["phrase"]
+
+# ------------------------------------------------------------------------------------ Elastic Inference
 
 
 @pytest.mark.slow
-def test_non_finite_detections_become_empty_rows_so_the_body_stays_strict_json(exported, tmp_path):
-    body = strict_json(drive(exported, "nonfinite", [], tmp_path))
-    assert body["shape"] == [1, 3, 64, 64]
-    assert body["cid"] == [[0.0], [-1.0], [-1.0]] and body["score"] == [[0.5], [-1.0], [-1.0]]
-    assert body["bbox"] == [[1.0] * 4, [-1.0] * 4, [-1.0] * 4]
+def test_the_eia_runtime_runs_the_network_in_the_accelerator_context_when_the_container_says_one_is_attached(serve):
+    """SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT=true (set by the EIA containers): model and inputs in mx.eia()."""
+    accelerated, plain = serve(EIA_RUNTIME, "accelerator"), serve(EIA_RUNTIME)
+    assert accelerated["model_contexts"] == [ACCELERATOR_CONTEXT] and accelerated["eia_calls"] > 0
+    # Same CPU underneath: the same answers, bad requests included.
+    assert [a["status"] for a in accelerated["answers"]] == [200, 415, 200]
+    assert accelerated["answers"][0]["body"] == plain["answers"][0]["body"]
+    assert accelerated["answers"][2]["body"] == plain["answers"][1]["body"]
 
 
 @pytest.mark.slow
-def test_model_fn_uses_the_elastic_inference_accelerator_when_the_container_says_one_is_attached(exported, tmp_path):
-    choices = drive(exported, "accelerator", [], tmp_path)
-    static = {"static_alloc": True, "static_shape": True}
-    assert choices["mx.eia"] == {"context": "cpu(0)", "hybridize": static}  # the fake mx.eia() returns cpu(0)
-    assert choices["eimx"] == {"context": "cpu(0)", "hybridize": {"backend": "EIA", **static}}
-    assert choices["no EIA runtime"] == choices["no accelerator"] == {"context": "cpu(0)", "hybridize": static}
+def test_without_an_attached_accelerator_the_eia_runtime_stays_on_the_cpu(serve):
+    plain = serve(EIA_RUNTIME)  # mx.eia() exists (as in the image) but SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT=false
+    assert plain["model_contexts"] == [CPU_CONTEXT] and plain["eia_calls"] == 0
+    non_eia = serve(RUNTIME_190)  # the MXNet 1.9.0 images have no mx.eia()
+    assert non_eia["model_contexts"] == [CPU_CONTEXT] and non_eia["eia_calls"] == 0
 
 
-# ------------------------------------------------------------------------------------ handler: source
+@pytest.mark.slow
+def test_without_mx_eia_the_handler_uses_the_eimx_backend_or_the_cpu(serve):
+    """The MXNet 1.7.0 EIA images partition the graph for eimx's "EIA" backend; neither present: the CPU."""
+    result, static = serve(RUNTIME_190), {"static_alloc": True, "static_shape": True}
+    assert result["eimx"] == {"context": CPU_CONTEXT, "hybridize": {"backend": "EIA", **static}}
+    assert result["no EIA runtime"] == {"context": CPU_CONTEXT, "hybridize": static}
 
 
-def test_handler_is_python_3_6_valid():
-    """The MXNet EIA images (1.4.1, 1.5.1, 1.7.0) run Python 3.6."""
-    from tests.test_handler import _vermin
+# ------------------------------------------------------------------------------------ sources
 
-    result = _vermin(HANDLER)
-    assert result.returncode == 0, result.stdout + result.stderr
+
+def test_the_handler_and_the_runtime_step_are_python_3_6_valid(tmp_path):
+    """The EIA images (MXNet 1.4.1, 1.5.1, 1.7.0) run Python 3.6; vermin fails on anything newer."""
+    vermin = REPO / ".venv" / "bin" / "vermin"
+    vermin = str(vermin) if vermin.exists() else shutil.which("vermin") or "vermin"
+    newer = tmp_path / "newer.py"
+    newer.write_text("if (n := 3) > 2:\n    print(n)\n")  # 3.8 syntax: proves the check bites
+    assert subprocess.run([vermin, "-t=3.6-", "--no-tips", "--violations", str(newer)], capture_output=True).returncode != 0
+    for path in (HANDLER, RUNTIME_EXPORTER):
+        result = subprocess.run([vermin, "-t=3.6-", "--no-tips", "--violations", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_handler_imports_only_what_every_mxnet_serving_image_has():
     modules = {name.split(".")[0] for name in _imported_modules(HANDLER)}
     assert modules <= {"base64", "binascii", "json", "logging", "os", "struct", "mxnet", "numpy", "sagemaker_inference", "eimx"}, modules
     assert "gluoncv" not in modules and "subprocess" not in modules
+
+
+def test_a_missing_runtime_venv_fails_with_the_command_that_builds_it(monkeypatch, tmp_path):
+    import runtimes
+    from config import ConfigError
+
+    monkeypatch.setattr(runtimes, "VENVS_DIR", tmp_path / "no-venvs")
+    with pytest.raises(ConfigError, match=r"the eia-mxnet-1\.4\.1 runtime .* has no venv .*run `make runtimes`"):
+        runtime_python(EIA_RUNTIME)
 
 
 def _imported_modules(path):

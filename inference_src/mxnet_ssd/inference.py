@@ -26,7 +26,9 @@ Contract (the MXNet SSD source document's, one image per request):
   errors    400 bad body (empty, not JSON, unknown or missing keys, bad base64, not a decodable JPEG/PNG,
             bad "short"), 406 unsupported Accept, 413 body or image too large, 415 Content-Type not
             application/json: each answered with the one-line JSON body {"status": <code>, "error": "<message>"}.
-            The worker keeps serving.
+            The worker keeps serving. The MXNet 1.4.1 EIA image's toolkit (sagemaker-inference 1.1.0) passes
+            handler functions no context: there the status, body and reason phrase travel in its
+            GenericInferenceToolkitError, whose error path sets no Content-Type header.
 
 Elastic Inference: with SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT=true (set by the EIA containers) the
 network runs in mx.eia() (MXNet 1.4.1 / 1.5.1 EIA builds) or is partitioned for the "EIA" backend of the
