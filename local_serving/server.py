@@ -194,12 +194,12 @@ class LocalEndpoint:
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             seen |= set(self.pids())  # a frontend may start a worker while it stops
-            if not _alive(seen):
+            if not alive_pids(seen):
                 break
             time.sleep(0.2)
-        for group in groups | _groups(_alive(seen)):
+        for group in groups | _groups(alive_pids(seen)):
             _signal_group(group, signal.SIGKILL)
-        _signal(_alive(seen), signal.SIGKILL)
+        _signal(alive_pids(seen), signal.SIGKILL)
         self.process.wait()
         self.process = None
 
@@ -217,7 +217,7 @@ class LocalEndpoint:
                     found.update(_group_members(os.getpgid(frontend.pid)))
             except (ProcessLookupError, psutil.Error):
                 continue
-        return sorted(_alive(found))
+        return sorted(alive_pids(found))
 
     def frontends(self) -> List[psutil.Process]:
         """The Java frontend(s) of this endpoint: the toolkit's marker plus a path in this work dir."""
@@ -340,7 +340,7 @@ def _group_members(group: int) -> List[int]:
     return members
 
 
-def _alive(pids) -> Set[int]:
+def alive_pids(pids) -> Set[int]:
     alive = set()
     for pid in pids:
         try:

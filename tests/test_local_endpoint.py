@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from local_serving.client import base64_image_request, example_image, invoke, npy
+from local_serving.server import alive_pids
 from tests.conftest import REPO
 from tests.payloads import BATCH, JSON_TYPE, NPY_TYPE, bad_requests, good_requests
 
@@ -86,20 +87,9 @@ def served(request, serving_case, tmp_path_factory):
 
 def _assert_gone(pids, timeout=10):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pids):
+    while time.monotonic() < deadline and alive_pids(pids):
         time.sleep(0.2)
-    assert not _alive(pids), [(pid, _command(pid)) for pid in _alive(pids)]
-
-
-def _alive(pids):
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
+    assert not alive_pids(pids), [(pid, _command(pid)) for pid in alive_pids(pids)]
 
 
 def _command(pid):
