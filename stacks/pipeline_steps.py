@@ -45,8 +45,19 @@ RUNTIME_EXPORT_DIR = "build/runtime-export"
 RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
 
 
+MICROMAMBA_URL = "https://micro.mamba.pm/api/micromamba/linux-64/latest"
+RUNTIME_PYTHONS_DIR = "/opt/runtime-pythons"
+
+
 def runtime_pythons():
     return sorted({runtime.python_version for runtime in SERVING_RUNTIMES.values()}, key=lambda v: tuple(map(int, v.split("."))))
+
+
+def runtime_python_variables() -> Dict[str, str]:
+    """PYTHON36=/opt/runtime-pythons/3.6/bin/python3.6 ...: where the runtimes' setup looks first."""
+    from runtimes.__main__ import interpreter_variable
+
+    return {interpreter_variable(v): f"{RUNTIME_PYTHONS_DIR}/{v}/bin/python{v}" for v in runtime_pythons()}
 
 
 def runtime_export_command(deployment: ModelDeployment) -> str:
@@ -89,10 +100,14 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
         additional_inputs={f"{RUNTIME_EXPORT_DIR}/{name}": step for name, step in runtime_exports.items()},
         build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.LARGE),
         partial_build_spec=RUNTIMES,
-        env={**account_environment(config), "PIP_EXTRA_INDEX_URL": TORCH_CPU_INDEX},
-        # make test builds every serving runtime's venv with its image's Python (runtimes/): CodeBuild's
-        # standard images manage their Pythons with pyenv, which the runtimes' setup looks in.
-        install_commands=[f"pyenv install --skip-existing {version}" for version in runtime_pythons()],
+        env={**account_environment(config), "PIP_EXTRA_INDEX_URL": TORCH_CPU_INDEX, **runtime_python_variables()},
+        # make test builds every serving runtime's venv with its image's Python (runtimes/). The build image has
+        # neither 3.6 nor 3.8, and 3.6 no longer compiles against its OpenSSL 3: conda-forge's builds are prebuilt.
+        install_commands=[
+            f"curl -fsSL {MICROMAMBA_URL} | tar -xj -C /usr/local bin/micromamba",
+            *(f"micromamba create --yes --quiet --root-prefix {RUNTIME_PYTHONS_DIR}/.mamba --prefix {RUNTIME_PYTHONS_DIR}/{version} "
+              f"--channel conda-forge python={version}" for version in runtime_pythons()),
+        ],
         # What a developer runs: the whole suite, then artifacts (from the runtime exports) + synth + cfn-lint.
         commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}"],
         primary_output_directory="cdk.out",

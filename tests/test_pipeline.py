@@ -56,12 +56,16 @@ def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
     ]
     synth = _project(pipeline, "Synth")
     assert _commands(synth) == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
+    # The serving runtimes' Pythons (make test builds their venvs), prebuilt from conda-forge, where setup looks first.
     install = json.loads(synth["Source"]["BuildSpec"])["phases"]["install"]["commands"]
-    assert install[-3:] == [f"pyenv install --skip-existing {v}" for v in ("3.6", "3.8", "3.12")]  # the runtimes' Pythons
+    assert [c for c in install if "python=" in c] == [
+        f"micromamba create --yes --quiet --root-prefix /opt/runtime-pythons/.mamba --prefix /opt/runtime-pythons/{v} "
+        f"--channel conda-forge python={v}" for v in ("3.6", "3.8", "3.12")]
     assert synth["Environment"]["Image"] == "aws/codebuild/amazonlinux2-x86_64-standard:5.0"
     variables = {v["Name"]: v["Value"] for v in synth["Environment"]["EnvironmentVariables"]}
     assert variables["PROD_ACCOUNT_ID"] == "333333333333" and variables["PIPELINE_ACCOUNT_ID"] == "444444444444"
     assert variables["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert variables["PYTHON36"] == "/opt/runtime-pythons/3.6/bin/python3.6" and variables["PYTHON312"].endswith("/3.12/bin/python3.12")
 
 
 def test_prod_waits_for_a_manual_approval_and_dev_staging_do_not(pipeline):
