@@ -42,13 +42,13 @@ def test_cli_refuses_a_bad_config_with_a_message_and_no_traceback(tmp_path, eia_
 
 
 def _checkout_copy(destination):
-    """The working tree's tracked files at `destination`, sharing this checkout's venv and node_modules."""
+    """The working tree's tracked files at `destination`, sharing this checkout's venvs and node_modules."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, tracked):
         if (REPO / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, destination / name)
-    for shared in (".venv", "node_modules"):
+    for shared in (".venv", ".venv-runtimes", "node_modules"):
         (destination / shared).symlink_to(REPO / shared)
     make_config(destination / "small-config")  # the tiny example model keeps the two builds fast
     return destination
