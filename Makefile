@@ -82,9 +82,11 @@ cost: setup  ## per-environment cost of the configured profile and its alternati
 
 # Builds the model (MODEL, default image-classifier) for a serving runtime in that runtime's venv, into
 # build/serve/artifacts/<profile>-<version>/, and serves it with the runtime's own stack: multi-model-server +
-# sagemaker-pytorch-inference 1.5 on Python 3.6 (EIA), TorchServe + 2.0 on Python 3.12 (2.6.0). RUNTIME is a runtime
-# (eia-pytorch-1.5.1, eia-pytorch-1.3.1, pytorch-2.6.0: cpu) or a profile (eia, eia-1.3.1, gpu, cpu, serverless);
-# without it, the configured profile's. A runtime's venv comes from `make setup-runtimes RUNTIMES=<runtime>`.
+# sagemaker-pytorch-inference 1.5 on Python 3.6 (EIA), TorchServe + 2.0 on Python 3.12 (2.6.0); for the detector
+# (MODEL=object-detector) mxnet-model-server 1.0.5 (EIA MXNet 1.4.1) or multi-model-server 1.1.8 (MXNet 1.9.0).
+# RUNTIME is a runtime (eia-pytorch-1.5.1, eia-pytorch-1.3.1, pytorch-2.6.0: cpu, eia-mxnet-1.4.1, mxnet-1.9.0) or a
+# profile (eia, eia-1.3.1, gpu, cpu, serverless); without it, the configured profile's. A runtime's venv comes from
+# `make setup-runtimes RUNTIMES=<runtime>`. The detector takes CONTENT_TYPE=application/json (its base64 contract).
 serve: setup  ## serve a model on localhost:$(PORT) with its runtime's SageMaker serving stack: make serve RUNTIME=eia-pytorch-1.3.1
 	$(PY) -m local_serving serve --port $(PORT) $(if $(RUNTIME),--runtime '$(RUNTIME)') $(if $(MODEL),--model '$(MODEL)')
 

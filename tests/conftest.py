@@ -19,7 +19,7 @@ TINY_BUILD = {"model": "example-resnet-tiny", "input_shape": [1, 3, 64, 64]}
 
 def make_config(directory: Path, model_changes: Callable[[dict], None] = lambda m: None,
                 env_changes: Dict[str, Callable[[dict], None]] = None, models=("image-classifier",)) -> Path:
-    """Copy config/ into `directory` with the tiny example classifier, then apply edits to the YAML.
+    """Copy config/ into `directory` with the tiny example classifier (model_changes edit it), then the environments.
 
     Only `models` are kept: most tests are about the classifier; the detector has its own tests."""
     shutil.copytree(REPO / "config", directory)
@@ -27,10 +27,11 @@ def make_config(directory: Path, model_changes: Callable[[dict], None] = lambda 
         if path.stem not in models:
             path.unlink()
     model_file = directory / "models" / "image-classifier.yaml"
-    model = yaml.safe_load(model_file.read_text())
-    model["build"].update(TINY_BUILD)
-    model_changes(model)
-    model_file.write_text(yaml.safe_dump(model))
+    if model_file.exists():
+        model = yaml.safe_load(model_file.read_text())
+        model["build"].update(TINY_BUILD)
+        model_changes(model)
+        model_file.write_text(yaml.safe_dump(model))
     for name, change in (env_changes or {}).items():
         env_file = directory / "environments" / f"{name}.yaml"
         env = yaml.safe_load(env_file.read_text())
