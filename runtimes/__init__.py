@@ -98,7 +98,8 @@ def runtime_for(framework: str, framework_version: str, profile: str, where: str
         raise ConfigError(
             f"{where + ': ' if where else ''}no local runtime mirrors the {framework} {framework_version} {kind} image, so "
             f"its model cannot be built or tested in its own framework here; runtimes: {known}. Add one to runtimes/ "
-            "(a pinned requirements file and a row in runtimes/__init__.py), or build in the image itself: "
-            "`python -m model_artifacts.runtime_export` there, then `make artifacts RUNTIME_EXPORT=DIR`"
+            "(a pinned requirements file and a row in runtimes/__init__.py)"
+            + (", or build in the image itself: `python -m model_artifacts.runtime_export` there, then "
+               "`make artifacts RUNTIME_EXPORT=DIR`" if framework == "pytorch" else "")
         )
     return runtime
