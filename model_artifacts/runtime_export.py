@@ -13,7 +13,6 @@ valid Python 3.6 and imports only torch, the example models and the user's model
         --recipe optimized --input-shape 1 3 224 224 --out build/runtime-export/net
 """
 import argparse
-import collections
 import importlib
 import inspect
 import json

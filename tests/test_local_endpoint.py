@@ -13,19 +13,17 @@ Each server starts once per case; the last test of each case stops it and checks
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
 import pytest
 
 from local_serving.client import base64_image_request, example_image, invoke, npy
-from local_serving.server import alive_pids
 from tests.conftest import REPO
 from tests.payloads import BATCH, JSON_TYPE, NPY_TYPE, bad_requests, good_requests
+from tests.serving_processes import assert_gone, serve_cli
 
 pytestmark = pytest.mark.slow
 
@@ -82,21 +80,7 @@ def served(request, serving_case, tmp_path_factory):
         endpoint.started_pids = endpoint.pids()
         yield Served(case, endpoint, expected)
         pids = endpoint.pids() or endpoint.started_pids
-    _assert_gone(pids)
-
-
-def _assert_gone(pids, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive_pids(pids):
-        time.sleep(0.2)
-    assert not alive_pids(pids), [(pid, _command(pid)) for pid in alive_pids(pids)]
-
-
-def _command(pid):
-    try:
-        return " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return "?"
+    assert_gone(pids)
 
 
 def _answer(served, body, content_type, accept=NPY_TYPE):
@@ -265,7 +249,7 @@ def test_stop_leaves_no_process_behind(served):
     frontend = endpoint.frontends()[0].pid
     assert frontend in pids and psutil.Process(frontend).ppid() != endpoint.process.pid  # re-parented by --start
     endpoint.stop()
-    _assert_gone(pids)
+    assert_gone(pids)
     assert endpoint.pids() == [] and not endpoint.frontends()
 
 
@@ -281,38 +265,15 @@ def test_serverless_serves_the_cpu_artifact_with_the_cpu_environment(serving_cas
 
 def test_the_cli_builds_for_the_named_runtime_serves_and_stops_on_sigterm(serving_case, tmp_path):
     """What `make serve RUNTIME=eia-pytorch-1.3.1` runs, with the tiny model's config; `make invoke` against it."""
-    from local_serving.server import free_port, running_model_server_pids
+    from local_serving.server import free_port
 
     config = serving_case("eia-1.5.1").config_dir  # configured: eia 1.5.1; served: 1.3.1
     port, work = free_port(), tmp_path / "work"
-    command = [sys.executable, "-m", "local_serving", "serve", "--runtime", "eia-pytorch-1.3.1", "--config", str(config),
-               "--artifacts-dir", str(tmp_path / "artifacts"), "--work-dir", str(work), "--port", str(port)]
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while "ready in" not in log.read_text() and server.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert "ready in" in log.read_text(), log.read_text()
+    arguments = ["--runtime", "eia-pytorch-1.3.1", "--config", str(config), "--artifacts-dir", str(tmp_path / "artifacts"),
+                 "--work-dir", str(work), "--port", str(port)]
+    with serve_cli(arguments, tmp_path / "serve.log", work):
         manifest = json.loads((tmp_path / "artifacts" / "eia-1.3.1" / "image-classifier" / "manifest.json").read_text())
         assert manifest["recipe"] == "eia-1.3" and manifest["build_framework_version"] == "1.3.1"
         invoked = subprocess.run([sys.executable, "-m", "local_serving", "invoke", "--port", str(port), "--content-type", "image/png"],
                                  cwd=REPO, capture_output=True, text=True)
         assert invoked.returncode == 0 and "HTTP 200 application/json" in invoked.stdout and "shape [1, 10]" in invoked.stdout
-        pids = [p.pid for p in psutil.process_iter() if str(work) in " ".join(_cmdline(p))]
-        assert running_model_server_pids("mms") and pids
-    finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
-    assert code == 0, log.read_text()
-    assert "stopping ..." in log.read_text()
-    _assert_gone(pids)
-    assert not running_model_server_pids("mms")
-
-
-def _cmdline(process):
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []

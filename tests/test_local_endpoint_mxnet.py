@@ -18,11 +18,9 @@ import base64
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ import pytest
 
 from local_serving import __main__ as cli
 from tests.conftest import REPO, make_config
-from tests.test_local_endpoint import _assert_gone
+from tests.serving_processes import assert_gone, serve_cli
 from tests.test_mxnet_handler import BAD, DETECTIONS, GOOD, GOOD_REQUESTS, expected_shape, strict_json
 
 pytestmark = pytest.mark.slow
@@ -155,7 +153,7 @@ def served(request, builds, tmp_path_factory):
         if reference.poll() is None:
             reference.kill()
             reference.wait()
-    _assert_gone(pids)
+    assert_gone(pids)
 
 
 @dataclass(frozen=True)
@@ -305,7 +303,7 @@ def test_stop_leaves_no_process_behind(served):
     frontend = endpoint.frontends()[0].pid
     assert frontend in pids and psutil.Process(frontend).ppid() != endpoint.process.pid  # re-parented by --start
     endpoint.stop()
-    _assert_gone(pids)
+    assert_gone(pids)
     assert endpoint.pids() == [] and not endpoint.frontends()
 
 
@@ -315,22 +313,14 @@ def test_stop_leaves_no_process_behind(served):
 def test_make_serve_model_object_detector_serves_the_configured_runtime_and_make_invoke_sends_its_contract(builds, tmp_path):
     """What `make serve MODEL=object-detector` runs (configured: eia, MXNet 1.4.1), reusing the build above, and
     `make invoke CONTENT_TYPE=application/json` against it; SIGTERM stops it with nothing left."""
-    from local_serving.server import free_port, running_model_server_pids
+    from local_serving.server import free_port
 
     built = builds[EIA_RUNTIME]
     port, work = free_port(), tmp_path / "work"
-    command = [sys.executable, "-m", "local_serving", "serve", "--model", MODEL, "--config", str(built.config_dir),
-               "--artifacts-dir", str(built.artifact.parent.parent.parent), "--work-dir", str(work), "--port", str(port)]
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    pids = []
-    try:
-        deadline = time.monotonic() + 240
-        while "ready in" not in log.read_text() and server.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+    arguments = ["--model", MODEL, "--config", str(built.config_dir), "--artifacts-dir", str(built.artifact.parent.parent.parent),
+                 "--work-dir", str(work), "--port", str(port)]
+    with serve_cli(arguments, tmp_path / "serve.log", work) as log:
         text = log.read_text()
-        assert "ready in" in text, text
         assert "up to date" in text and "mxnet-model-server 1.0.5, Python 3.6, mxnet 1.4.1" in text, text
         assert f"make invoke PORT={port} CONTENT_TYPE=application/json" in text
         invoked = subprocess.run([sys.executable, "-m", "local_serving", "invoke", "--port", str(port), "--content-type", JSON_TYPE],
@@ -341,19 +331,3 @@ def test_make_serve_model_object_detector_serves_the_configured_runtime_and_make
         assert lines[0] == "HTTP 200 application/json" and lines[1].startswith("shape [1, 3, 512, 683], "), lines
         wrong = subprocess.run([sys.executable, "-m", "local_serving", "invoke", "--port", str(port)], cwd=REPO, capture_output=True, text=True)
         assert wrong.returncode == 1 and wrong.stdout.splitlines()[0] == "HTTP 415 ", wrong.stdout  # a raw JPEG: not the contract
-        pids = [p.pid for p in psutil.process_iter() if str(work) in " ".join(_cmdline(p))]
-        assert running_model_server_pids("mms") and pids
-    finally:
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=60)
-    assert code == 0, log.read_text()
-    assert "stopping ..." in log.read_text()
-    _assert_gone(pids)
-    assert not running_model_server_pids("mms")
-
-
-def _cmdline(process):
-    try:
-        return process.cmdline()
-    except psutil.Error:
-        return []
