@@ -236,6 +236,8 @@ def _decode_json(body):
         document = json.loads(bytes(body).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(400, "body is not valid JSON: {}".format(error))
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise RequestError(400, "JSON body is nested too deeply; send {\"instances\": NCHW numbers} or {\"image\": <base64>}")
     if not isinstance(document, dict):
         raise RequestError(400, 'JSON body must be an object: {"instances": [...]} or {"image": "<base64 JPEG/PNG>"}')
     unknown = sorted(set(document) - set(JSON_KEYS))
@@ -285,7 +287,9 @@ def _decode_image(data, what):
 
     try:
         image = Image.open(io.BytesIO(data))
-    except Exception:  # Pillow's UnidentifiedImageError, or a decompression-bomb refusal
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: refused from the header alone
+        raise RequestError(413, "{} is over the {} pixel limit (and Pillow's own); send a smaller image".format(what, MAX_IMAGE_PIXELS))
+    except Exception:  # Pillow's UnidentifiedImageError
         raise RequestError(400, "{} is not a JPEG or PNG image".format(what))
     if image.format not in ("JPEG", "PNG"):
         raise RequestError(415, "{} is a {} image; send JPEG or PNG".format(what, image.format))

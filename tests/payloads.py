@@ -1,6 +1,7 @@
 """The request matrix shared by the in-process and the end-to-end handler tests (tiny model, 3x64x64)."""
 import io
 import json
+import zlib
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -47,6 +48,15 @@ def gif_image() -> bytes:
     return buffer.getvalue()
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A small PNG file that claims width x height pixels (its pixel data is missing: Pillow reads the size first)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def bad_requests(max_request_bytes: int) -> List[BadRequest]:
     jpeg = example_image("JPEG")
     return [
@@ -59,6 +69,9 @@ def bad_requests(max_request_bytes: int) -> List[BadRequest]:
         BadRequest("base64 of text", base64_image_request([b"plain text"]), "application/json", 400, "image 0 is not a JPEG or PNG image"),
         BadRequest("short below the input size", base64_image_request([jpeg], short=32), "application/json", 400, '"short" (32) must be at least'),
         BadRequest("invalid json", b'{"instances": [1, 2', "application/json", 400, "body is not valid JSON"),
+        BadRequest("deeply nested json", b"[" * 100000, "application/json", 400, "JSON body is nested too deeply"),
+        # 20000 x 20000 is over twice Pillow's own limit: Image.open refuses it before ours is checked.
+        BadRequest("decompression bomb", png_header(20000, 20000), "image/png", 413, "body is over the 40000000 pixel limit"),
         BadRequest("unknown json key", b'{"pixels": [1, 2]}', "application/json", 400, "unknown JSON key(s) ['pixels']"),
         BadRequest("ragged instances", b'{"instances": [[1, 2], [3]]}', "application/json", 400, "rectangular nested list of numbers"),
         BadRequest("wrong rank", npy(np.zeros((64, 64), np.float32)), "application/x-npy", 400, "got rank 2 shape [64, 64]"),

@@ -250,6 +250,7 @@ BAD = [
     ("CSV", request("1,2,3", "text/csv"), 415),
     ("empty body", request(b""), 400),
     ("not JSON", request("{image:"), 400),
+    ("deeply nested JSON", request("[" * 100000), 400),
     ("a batch: JSON list of images (one image per request)", request([b64(JPEG), b64(PNG)]), 400),
     ("unknown key", request({"image": b64(JPEG), "size": 224}), 400),
     ("missing image", request({"short": 224}), 400),

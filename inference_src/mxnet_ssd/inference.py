@@ -171,6 +171,8 @@ def decode_request(body, content_type):
         document = json.loads(bytes(body).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(400, "body is not valid JSON: {}".format(error))
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise RequestError(400, 'JSON body is nested too deeply; send {"image": "<base64 JPEG/PNG>", "short": N}')
     if not isinstance(document, dict):
         raise RequestError(400, 'JSON body must be an object: {"image": "<base64 JPEG/PNG>", "short": N}')
     unknown = sorted(set(document) - set(REQUEST_KEYS))
