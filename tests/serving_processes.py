@@ -27,6 +27,16 @@ def command_of(pid):
         return "?"
 
 
+def assert_stops_leaving_nothing(endpoint):
+    """stop() ends the launcher, the model server's Java frontend (re-parented by `--start`) and its workers."""
+    pids = endpoint.pids()
+    frontend = endpoint.frontends()[0].pid
+    assert frontend in pids and psutil.Process(frontend).ppid() != endpoint.process.pid
+    endpoint.stop()
+    assert_gone(pids)
+    assert endpoint.pids() == [] and not endpoint.frontends()
+
+
 @contextlib.contextmanager
 def serve_cli(arguments, log, work):
     """`python -m local_serving serve ARGUMENTS` until it prints "ready in"; yields the log. On the way out: SIGTERM,

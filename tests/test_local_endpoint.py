@@ -23,7 +23,7 @@ import pytest
 from local_serving.client import base64_image_request, example_image, invoke, npy
 from tests.conftest import REPO
 from tests.payloads import BATCH, JSON_TYPE, NPY_TYPE, bad_requests, good_requests
-from tests.serving_processes import assert_gone, serve_cli
+from tests.serving_processes import assert_gone, assert_stops_leaving_nothing, serve_cli
 
 pytestmark = pytest.mark.slow
 
@@ -244,13 +244,7 @@ def test_the_same_worker_keeps_serving_after_a_burst_of_bad_requests(served):
 
 
 def test_stop_leaves_no_process_behind(served):
-    endpoint = served.endpoint
-    pids = endpoint.pids()
-    frontend = endpoint.frontends()[0].pid
-    assert frontend in pids and psutil.Process(frontend).ppid() != endpoint.process.pid  # re-parented by --start
-    endpoint.stop()
-    assert_gone(pids)
-    assert endpoint.pids() == [] and not endpoint.frontends()
+    assert_stops_leaving_nothing(served.endpoint)
 
 
 # ------------------------------------------------------------------------------------ serverless, the CLI

@@ -33,7 +33,7 @@ import pytest
 
 from local_serving import __main__ as cli
 from tests.conftest import REPO, make_config
-from tests.serving_processes import assert_gone, serve_cli
+from tests.serving_processes import assert_gone, assert_stops_leaving_nothing, serve_cli
 from tests.test_mxnet_handler import BAD, DETECTIONS, GOOD, GOOD_REQUESTS, expected_shape, strict_json
 
 pytestmark = pytest.mark.slow
@@ -298,13 +298,7 @@ def test_the_same_worker_keeps_serving_after_a_burst_of_bad_requests(served):
 
 
 def test_stop_leaves_no_process_behind(served):
-    endpoint = served.endpoint
-    pids = endpoint.pids()
-    frontend = endpoint.frontends()[0].pid
-    assert frontend in pids and psutil.Process(frontend).ppid() != endpoint.process.pid  # re-parented by --start
-    endpoint.stop()
-    assert_gone(pids)
-    assert endpoint.pids() == [] and not endpoint.frontends()
+    assert_stops_leaving_nothing(served.endpoint)
 
 
 # ------------------------------------------------------------------------------------ the CLI
