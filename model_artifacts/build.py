@@ -16,6 +16,7 @@ from model_artifacts import torchscript
 from model_artifacts.cache import cache_key, up_to_date
 from model_artifacts.compatibility import check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
+from model_artifacts.mxnet_runtime_export import PARAMS_FILE, SYMBOL_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 from model_artifacts.progress import Reporter
 from model_artifacts.requests import BuildRequest, runtime_of
@@ -28,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # numpy < 1.24), then the serving runtime's own MXNet (runtimes/) checks it and writes the files it serves.
 # MXNET_PYTHON points elsewhere, e.g. make diff's temporary worktree to this checkout's venv.
 MXNET_PYTHON = Path(os.environ.get("MXNET_PYTHON") or REPO_ROOT / ".venv-mxnet" / "bin" / "python")
-MXNET_MODEL_FILES = ("model-symbol.json", "model-0000.params")
+MXNET_MODEL_FILES = (SYMBOL_FILE, PARAMS_FILE)
 MXNET_GRAPH_DIR = "graph"  # mxnet_export's output (build venv) in the scratch directory
 MXNET_RUNTIME_DIR = "runtime"  # mxnet_runtime_export's output (serving runtime): what ships
 
@@ -103,7 +104,7 @@ def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, pro
         export_dir = scratch
         runtime = runtime_of(request)
         with progress.step(f"load {request.source}, convert ({request.recipe}), check parity in the {runtime.name} runtime"):
-            _export_in_the_runtime(request, export_dir)
+            _export_in_the_runtime(request, runtime.require(), export_dir)
             exported = _exported(request, export_dir)
     with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
         extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
@@ -148,11 +149,10 @@ def _export_mxnet(request: BuildRequest, scratch: Path, progress):
     return {name: out / name for name in MXNET_MODEL_FILES}, exported["mxnet_version"], details
 
 
-def _export_in_the_runtime(request: BuildRequest, out: Path) -> None:
+def _export_in_the_runtime(request: BuildRequest, python: Path, out: Path) -> None:
     """runtime_export in the serving runtime's own venv: its Python and its torch write the archive the
     endpoint loads. A new process per model, too: TorchScript mangles the names of classes it has compiled
     before in the same process, which would make a second build in one process differ."""
-    python = runtime_of(request).require()
     source = ["--factory", request.factory] if request.factory else ["--model", request.example]
     if request.weights:
         source += ["--weights", str(Path(request.weights).resolve())]

@@ -36,21 +36,18 @@ import re
 import sys
 from pathlib import Path
 
+# The file contract between the two steps lives in the runtime's step (Python 3.6-valid, stdlib imports only): the
+# pair, export.json, and the fixed input with the network's answers to it (parity/, .npy files that numpy 1.14, the
+# MXNet 1.4.1 runtime's, reads as written here).
+from model_artifacts.mxnet_runtime_export import INFO_FILE, OUTPUT_NAMES, PARAMS_FILE, PARITY_DIR, PARITY_INPUT, SYMBOL_FILE
+
 MODELS = ("ssd_512_mobilenet1.0_coco",)
 SEED = 0
 DEFAULT_SHORT = 512  # the training size of the *_512_* detectors; the handler's default "short"
 MAX_SIZE = 1024  # gluoncv's transform_test default for the long side
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-PREFIX = "model"
-SYMBOL_FILE = PREFIX + "-symbol.json"
-PARAMS_FILE = PREFIX + "-0000.params"
-INFO_FILE = "export.json"
-OUTPUT_NAMES = ("cid", "score", "bbox")
-# The fixed input and the network's answers to it, for the runtime's parity check (mxnet_runtime_export):
-# .npy files, which numpy 1.14 (the MXNet 1.4.1 runtime's) reads as written here.
-PARITY_DIR = "parity"
-PARITY_INPUT = "input.npy"
+PREFIX = "model"  # net.export's prefix: SYMBOL_FILE and PARAMS_FILE
 # What MXNet writes into the symbol that differs from process to process: the repr (with its memory address)
 # of each weight's initializer, and id() in the initializer names of constants (the SSD anchors). Neither is
 # read when the parameters come from the params file, as they do in the handler.
