@@ -9,6 +9,7 @@ from typing import Dict, Literal, Optional, Tuple
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from config.errors import ConfigError
+from inference_src.request_handling import LIMITS
 
 Profile = Literal["eia", "gpu", "cpu", "serverless"]
 
@@ -137,6 +138,31 @@ class AlarmSpec(_Strict):
     evaluation_minutes: int = Field(3, ge=1, le=60)
 
 
+# The handlers' own defaults (used when the container environment lacks a limit) are the config's.
+_DEFAULT_LIMITS = {limit.key: limit.default for limit in LIMITS}
+# Pillow refuses images over twice its MAX_IMAGE_PIXELS (89,478,485) outright; ours must stay below.
+PILLOW_IMAGE_PIXELS = 89_478_485
+
+
+class RequestLimits(_Strict):
+    """What one request may make a worker hold or compute; each refusal is a 4xx naming its key.
+
+    The defaults fit the smallest host of every profile: the worst request they admit was measured
+    (README, "Request limits") against each host's memory divided by its workers.
+    """
+
+    # Bodies above this get a 413; SageMaker itself refuses more than 6 MiB.
+    max_request_bytes: int = Field(_DEFAULT_LIMITS["max_request_bytes"], ge=1024, le=6 * 1024 * 1024)
+    # "images": [...] in one JSON request (each decoded and cropped in turn, never all at once).
+    max_images_per_request: int = Field(_DEFAULT_LIMITS["max_images_per_request"], ge=1, le=256)
+    # One image's width x height, read from its header before anything is decoded (decompression bombs).
+    max_image_pixels: int = Field(_DEFAULT_LIMITS["max_image_pixels"], ge=1024, le=PILLOW_IMAGE_PIXELS)
+    # The pixels decoded for the whole request, after JPEG draft reduction: bounds its CPU time.
+    max_pixels_per_request: int = Field(_DEFAULT_LIMITS["max_pixels_per_request"], ge=1024)
+    # Rows of an npy or {"instances": ...} batch: bounds the forward pass's memory.
+    max_batch_size: int = Field(_DEFAULT_LIMITS["max_batch_size"], ge=1, le=1024)
+
+
 class ServingSpec(_Strict):
     profile: Profile = "eia"
     profiles: Dict[Profile, ProfileSettings] = Field(default_factory=dict)
@@ -148,8 +174,11 @@ class ServingSpec(_Strict):
     # Instance types with local NVMe storage refuse a KMS key on the endpoint config (their volume is
     # hardware-encrypted): drop the key with a synth warning, or refuse the instance type.
     kms_on_local_storage: Literal["drop", "refuse"] = "drop"
-    # Bodies above this get a 413 from the handler; SageMaker itself refuses more than 6 MiB.
-    max_request_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=6 * 1024 * 1024)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    # Model-server workers per instance and intra-op threads per worker. None: from the instance's vCPUs
+    # (config/data/instance_types.json) and the split benchmarks/ measured best (config/workers.py).
+    workers: Optional[int] = Field(None, ge=1, le=192)
+    threads_per_worker: Optional[int] = Field(None, ge=1, le=192)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     alarms: AlarmSpec = Field(default_factory=AlarmSpec)
 

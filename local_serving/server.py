@@ -36,13 +36,12 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 import psutil
 
+from inference_src.request_handling import LIMITS_BY_KEY
 from local_serving.client import Response, base64_image_request, example_image, invoke, npy
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 180
 STOP_TIMEOUT_SECONDS = 30
-MAX_REQUEST_BYTES_ENV = "INFERENCE_MAX_REQUEST_BYTES"  # read by inference_src/inference.py
-DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024
 MAX_PORT = 32767  # multi-model-server 1.1.2 reads the port into a Java short
 DETECTOR_PROBE_SHORT = 64  # the readiness probe's image size for the detector: small, so the first forward is quick
 
@@ -184,7 +183,8 @@ class LocalEndpoint:
     @property
     def max_request_bytes(self) -> int:
         """The handler's limit: bodies above it get its 413."""
-        return int(self.container_env.get(MAX_REQUEST_BYTES_ENV) or DEFAULT_MAX_REQUEST_BYTES)
+        entry = LIMITS_BY_KEY["max_request_bytes"]
+        return int(self.container_env.get(entry.env) or entry.default)
 
     def start(self) -> None:
         python = self.runtime.require()  # ConfigError naming `make setup-runtimes` when the venv is missing

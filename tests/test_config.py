@@ -135,8 +135,18 @@ def test_a_resize_smaller_than_the_model_input_names_the_minimum(tmp_path):
 
 
 def test_a_request_limit_above_sagemakers_6_mib_is_refused(tmp_path):
-    message = _error(tmp_path, lambda m: m["serving"].update(max_request_bytes=7 * 1024 * 1024))
-    assert "serving.max_request_bytes" in message and "6291456" in message
+    message = _error(tmp_path, lambda m: m["serving"].update(limits={"max_request_bytes": 7 * 1024 * 1024}))
+    assert "serving.limits.max_request_bytes" in message and "6291456" in message
+
+
+def test_an_image_limit_above_pillows_own_is_refused(tmp_path):
+    message = _error(tmp_path, lambda m: m["serving"].update(limits={"max_image_pixels": 100_000_000}))
+    assert "serving.limits.max_image_pixels" in message and "89478485" in message
+
+
+def test_an_unknown_limit_key_is_refused(tmp_path):
+    message = _error(tmp_path, lambda m: m["serving"].update(limits={"max_images": 4}))
+    assert "serving.limits.max_images" in message
 
 
 def test_traffic_shifting_on_eia_is_refused_with_the_alternatives(tmp_path):
