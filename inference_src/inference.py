@@ -15,8 +15,6 @@ image/jpeg, image/png  one image   |
 A request the client must fix is answered with a 4xx status and a one-line JSON body
 {"status": ..., "error": ...}; the worker keeps serving.
 """
-import base64
-import binascii
 import io
 import json
 import logging
@@ -25,72 +23,38 @@ import os
 import numpy as np
 import torch
 
+from request_handling import (JSON, JSON_ACCEPTS, NPY, RequestError, answer, check_body, decode_base64, limit, load_json_object,
+                              media_types, output, over_limit, short_side, take_json_as_bytes)
+
 logger = logging.getLogger(__name__)
+take_json_as_bytes()  # a non-UTF-8 JSON body is then the client's 400, not the toolkit's decoding 500
 
 MODEL_FILE = "model.pt"
 MODEL_INFO_FILE = "model_info.json"  # stored inside model.pt by the build step (_extra_files)
 # The toolkit's convention: the EIA containers set this when an accelerator is attached.
 ACCELERATOR_PRESENT_ENV = "SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"
-MAX_REQUEST_BYTES_ENV = "INFERENCE_MAX_REQUEST_BYTES"
-DEFAULT_MAX_REQUEST_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit
-MAX_IMAGE_PIXELS = 40 * 1000 * 1000  # refuse decompression bombs before decoding them
-MAX_SHORT_SIDE = 4096
 TOP_K = 5
 
-JSON = "application/json"
-NPY = "application/x-npy"
 JPEG = "image/jpeg"
 PNG = "image/png"
 IMAGE_TYPES = (JPEG, PNG)
 ACCEPTED_CONTENT_TYPES = "{}, {} ({{\"instances\": ...}} or {{\"image\": <base64>}}), {} or {}".format(NPY, JSON, JPEG, PNG)
 JSON_KEYS = ("instances", "image", "images", "short")
+JSON_EXAMPLE = '{"instances": NCHW numbers} or {"image": "<base64 JPEG/PNG>", "short": N}'
+EXIF_ORIENTATION = 0x0112
 
 # Used when the build recorded no preprocessing: ImageNet statistics, resize 256 -> crop 224.
 DEFAULT_IMAGE_PREPROCESSING = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize_short_side": None}
 
-try:  # Older toolkits cannot pass us their context; then their error class still carries the status.
-    from sagemaker_inference.errors import GenericInferenceToolkitError as _ToolkitError
-except ImportError:  # pragma: no cover - toolkits before the error classes existed
-    _ToolkitError = None
-
-
-class RequestError(Exception):
-    """A request the client must fix, with the HTTP status it is answered with."""
-
-    def __init__(self, status_code, message):
-        super(RequestError, self).__init__(message)
-        self.status_code = status_code
-        self.message = message
-
-    def body(self):
-        return json.dumps({"status": self.status_code, "error": self.message})
-
 
 class ImageBatch(object):
-    """Decoded images, preprocessed in predict_fn where the model's input size is known."""
+    """Images read up to their headers only: predict_fn, which knows the model's input size, decodes them one
+    at a time (at reduced scale where it can) straight into the model's input, so only one is ever decoded."""
 
-    def __init__(self, images, short_side):
+    def __init__(self, images, short_side, names=None):
         self.images = images
         self.short_side = short_side
-
-
-def _rejected(error, context):
-    """Answer `error` without a traceback when the toolkit gave us its context, else raise it.
-
-    With the context (sagemaker-inference passes it to handler functions that take one) the status
-    is set here and the RequestError travels on to output_fn, which writes it as the body. The
-    toolkit's own error path would append a traceback to the body.
-    """
-    logger.info("rejected request (%s): %s", error.status_code, error.message)
-    if context is None:
-        if _ToolkitError is not None:
-            # The old Transformer answers "<message>\n<traceback>" with our status: make the first line the
-            # same one-line JSON body; the plain message becomes the HTTP reason phrase. "from None" keeps
-            # the appended traceback to this raise, not the decoding errors behind it.
-            raise _ToolkitError(error.status_code, error.body(), error.message) from None
-        raise error
-    context.set_response_status(error.status_code, error.message)
-    return error
+        self.names = names or ["body"]
 
 
 def accelerator_present():
@@ -100,10 +64,6 @@ def accelerator_present():
 def torch_minor_version():
     parts = torch.__version__.split("+")[0].split(".")
     return int(parts[0]), int(parts[1])
-
-
-def max_request_bytes():
-    return int(os.environ.get(MAX_REQUEST_BYTES_ENV) or DEFAULT_MAX_REQUEST_BYTES)
 
 
 class LoadedModel(object):
@@ -178,40 +138,27 @@ def input_fn(request_body, content_type, context=None):
     try:
         return decode_request(request_body, content_type)
     except RequestError as error:
-        return _rejected(error, context)
+        return answer(error, context)
 
 
 def decode_request(body, content_type):
-    """Bytes (str for JSON: the toolkit decodes UTF-8 types) -> float tensor batch or ImageBatch."""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    if body is None or len(body) == 0:
-        raise RequestError(400, "empty request body; send one of " + ACCEPTED_CONTENT_TYPES)
-    limit = max_request_bytes()
-    if len(body) > limit:
-        raise RequestError(
-            413, "request body is {} bytes, over the {}-byte limit ({}); send a smaller batch".format(len(body), limit, MAX_REQUEST_BYTES_ENV)
-        )
-    media_type = _media_types(content_type)[0] if content_type else ""
+    """Body (bytes; str from toolkits that decode JSON themselves) -> float tensor batch or ImageBatch."""
+    body = check_body(body, "one of " + ACCEPTED_CONTENT_TYPES)
+    media_type = media_types(content_type)[0] if content_type else ""
     if media_type == NPY:
         return _as_batch(_decode_npy(body))
     if media_type == JSON:
         return _decode_json(body)
     if media_type in IMAGE_TYPES:
-        return ImageBatch([_decode_image(bytes(body), "body")], None)
+        return ImageBatch([_open_image(body, "body")], None)
     if not media_type:
         raise RequestError(415, "missing Content-Type; send one of " + ACCEPTED_CONTENT_TYPES)
     raise RequestError(415, "unsupported content type {!r}; send one of {}".format(content_type, ACCEPTED_CONTENT_TYPES))
 
 
-def _media_types(header):
-    """'application/json; q=0.9, */*' -> ['application/json', '*/*']."""
-    return [part.split(";")[0].strip().lower() for part in (header or "").split(",") if part.strip()]
-
-
 def _decode_npy(body):
     try:
-        array = np.load(io.BytesIO(bytes(body)), allow_pickle=False)
+        array = np.load(io.BytesIO(body), allow_pickle=False)
     except Exception as error:  # numpy raises several types for a corrupt or pickled file
         raise RequestError(400, "body is not a valid .npy array ({}); write it with numpy.save".format(error))
     if array.dtype.kind not in "fiu":
@@ -228,21 +175,13 @@ def _as_batch(array):
         )
     if array.shape[0] == 0:
         raise RequestError(400, "the batch is empty; send at least one image")
+    if array.shape[0] > limit("max_batch_size"):
+        raise over_limit("max_batch_size", "the batch has {} rows".format(array.shape[0]))
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _decode_json(body):
-    try:
-        document = json.loads(bytes(body).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise RequestError(400, "body is not valid JSON: {}".format(error))
-    except RecursionError:  # json's decoder recurses once per nesting level
-        raise RequestError(400, "JSON body is nested too deeply; send {\"instances\": NCHW numbers} or {\"image\": <base64>}")
-    if not isinstance(document, dict):
-        raise RequestError(400, 'JSON body must be an object: {"instances": [...]} or {"image": "<base64 JPEG/PNG>"}')
-    unknown = sorted(set(document) - set(JSON_KEYS))
-    if unknown:
-        raise RequestError(400, "unknown JSON key(s) {}; accepted keys: {}".format(unknown, list(JSON_KEYS)))
+    document = load_json_object(body, JSON_KEYS, JSON_EXAMPLE)
     if "instances" in document:
         return _as_batch(_numbers(document["instances"]))
     if "image" in document:
@@ -251,10 +190,14 @@ def _decode_json(body):
         encoded = document["images"]
         if not isinstance(encoded, list) or not encoded:
             raise RequestError(400, '"images" must be a non-empty list of base64 JPEG/PNG strings')
+        if len(encoded) > limit("max_images_per_request"):
+            raise over_limit("max_images_per_request", "the request has {} images".format(len(encoded)))
     else:
         raise RequestError(400, 'JSON body needs "instances" (numbers) or "image"/"images" (base64 JPEG/PNG)')
-    images = [_decode_image(_base64(value, index), "image {}".format(index)) for index, value in enumerate(encoded)]
-    return ImageBatch(images, _short_side(document.get("short")))
+    short = document.get("short")
+    short = None if short is None else short_side(short)
+    names = ["image {}".format(index) for index in range(len(encoded))]
+    return ImageBatch([_open_image(decode_base64(value, name), name) for name, value in zip(names, encoded)], short, names)
 
 
 def _numbers(instances):
@@ -265,41 +208,21 @@ def _numbers(instances):
     return array
 
 
-def _base64(value, index):
-    if not isinstance(value, str):
-        raise RequestError(400, "image {} must be a base64 string, got {}".format(index, type(value).__name__))
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise RequestError(400, "image {} is not valid base64 ({}); encode the file bytes with base64.b64encode".format(index, error))
-
-
-def _short_side(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHORT_SIDE:
-        raise RequestError(400, '"short" must be an integer between 1 and {}, got {!r}'.format(MAX_SHORT_SIDE, value))
-    return value
-
-
-def _decode_image(data, what):
+def _open_image(data, what):
+    """A JPEG or PNG read up to its header (its size is checked before anything is decoded)."""
     from PIL import Image  # only image requests need Pillow
 
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # over twice Pillow's own limit: refused from the header alone
-        raise RequestError(413, "{} is over the {} pixel limit (and Pillow's own); send a smaller image".format(what, MAX_IMAGE_PIXELS))
+        raise over_limit("max_image_pixels", "{} has more than {} pixels".format(what, 2 * Image.MAX_IMAGE_PIXELS))
     except Exception:  # Pillow's UnidentifiedImageError
         raise RequestError(400, "{} is not a JPEG or PNG image".format(what))
     if image.format not in ("JPEG", "PNG"):
         raise RequestError(415, "{} is a {} image; send JPEG or PNG".format(what, image.format))
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise RequestError(413, "{} is {}x{} pixels, over the {} pixel limit".format(what, width, height, MAX_IMAGE_PIXELS))
-    try:
-        image.load()
-    except Exception as error:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
-        raise RequestError(400, "{} is a damaged {} image ({})".format(what, image.format, error))
+    if width * height > limit("max_image_pixels"):
+        raise over_limit("max_image_pixels", "{} is {}x{} pixels".format(what, width, height))
     return image
 
 
@@ -312,7 +235,7 @@ def predict_fn(input_data, model, context=None):
     try:
         batch = _model_input(input_data, model)
     except RequestError as error:
-        return _rejected(error, context)
+        return answer(error, context)
     return forward(model, batch)
 
 
@@ -336,29 +259,85 @@ def _model_input(input_data, model):
     if isinstance(input_data, ImageBatch):
         if not expected:
             raise RequestError(415, "this model recorded no input shape, so it cannot take images; send {}".format(NPY))
-        settings = model.image_preprocessing
-        images = [preprocess_image(image, expected, settings, input_data.short_side) for image in input_data.images]
-        return torch.from_numpy(np.stack(images))
+        return _image_batch(input_data, expected, model.image_preprocessing)
     if expected and tuple(input_data.shape[1:]) != tuple(expected[1:]):
         raise RequestError(400, "expected images of shape {} (CHW), got {}".format(list(expected[1:]), list(input_data.shape[1:])))
     return input_data
 
 
-def preprocess_image(image, input_shape, settings, short_side=None):
-    """PIL image -> float32 CHW: resize the short side, center-crop to the model's size, normalize."""
+def _image_batch(batch, input_shape, settings):
+    """The model input of an ImageBatch, each image decoded in turn into its row of one preallocated array."""
+    short = _short_side_for(input_shape, settings, batch.short_side)
+    pixels = 0
+    for image in batch.images:
+        _decode_at_reduced_scale(image, short)
+        pixels += image.size[0] * image.size[1]
+    if pixels > limit("max_pixels_per_request"):
+        raise over_limit("max_pixels_per_request", "the request's images decode to {} pixels".format(pixels))
+    rows = np.empty((len(batch.images),) + tuple(input_shape[1:]), dtype=np.float32)
+    for row, (image, name) in enumerate(zip(batch.images, batch.names)):
+        rows[row] = preprocess_image(image, input_shape, settings, short, name)
+        image.close()  # frees the decoded pixels before the next image is decoded
+    return torch.from_numpy(rows)
+
+
+def _short_side_for(input_shape, settings, requested):
+    """The resize target of the short side: the request's "short", the build's setting, or crop x 256/224."""
+    height, width = input_shape[2:]
+    short = requested or settings.get("resize_short_side") or int(round(max(height, width) * 256 / 224.0))
+    if short < max(height, width):
+        raise RequestError(400, '"short" ({}) must be at least the model input size {}x{}'.format(short, height, width))
+    return short
+
+
+def _decode_at_reduced_scale(image, short):
+    """JPEG only: decode at 1/2, 1/4 or 1/8 scale (Pillow's draft, in the decoder) while both sides stay at
+    least `short`, so the resize still only shrinks. Idempotent: Pillow ignores a second draft."""
+    if image.format == "JPEG":
+        image.draft(None, (short, short))
+
+
+# EXIF orientation -> the transpose that shows the image upright (ImageOps.exif_transpose's table).
+_UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _orientation(image):
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # unreadable EXIF: show the image as stored
+        return 1
+
+
+def preprocess_image(image, input_shape, settings, short_side=None, what="the image"):
+    """PIL image -> float32 CHW: upright per EXIF, short side resized to `short_side`, center crop, normalized.
+
+    Only the crop box is resized (Image.resize's box, in source pixels), so the work and memory follow the
+    model's input size, not the image's; the EXIF rotation is applied to that small result. A center crop
+    maps onto the center crop of the stored image under every EXIF transpose, with width and height swapped
+    by the 90-degree ones.
+    """
     from PIL import Image
 
     channels, height, width = input_shape[1:]
-    if short_side is None:
-        short_side = settings.get("resize_short_side") or int(round(max(height, width) * 256 / 224.0))
-    if short_side < max(height, width):
-        raise RequestError(400, '"short" ({}) must be at least the model input size {}x{}'.format(short_side, height, width))
-    image = image.convert("RGB" if channels == 3 else "L")
-    scale = float(short_side) / min(image.size)
-    resized_width, resized_height = max(width, int(round(image.size[0] * scale))), max(height, int(round(image.size[1] * scale)))
-    image = image.resize((resized_width, resized_height), Image.BILINEAR)
-    left, top = int(round((resized_width - width) / 2.0)), int(round((resized_height - height) / 2.0))
-    image = image.crop((left, top, left + width, top + height))
+    short = _short_side_for(input_shape, settings, short_side)
+    _decode_at_reduced_scale(image, short)
+    orientation = _orientation(image)
+    out_width, out_height = (height, width) if orientation >= 5 else (width, height)  # in the stored image's axes
+    try:
+        image.load()
+    except Exception as error:  # truncated or corrupt data: OSError, ValueError, SyntaxError...
+        raise RequestError(400, "{} is a damaged {} image ({})".format(what, image.format, error))
+    mode = "RGB" if channels == 3 else "L"
+    if image.mode != mode:  # convert() copies even to the same mode
+        image = image.convert(mode)
+    stored_width, stored_height = image.size
+    scale = float(short) / min(stored_width, stored_height)
+    # The crop in source pixels; an image too elongated to cover the crop at this scale is stretched to it.
+    box_width, box_height = min(stored_width, out_width / scale), min(stored_height, out_height / scale)
+    left, top = (stored_width - box_width) / 2.0, (stored_height - box_height) / 2.0
+    image = image.resize((out_width, out_height), Image.BILINEAR, box=(left, top, left + box_width, top + box_height))
+    if orientation in _UPRIGHT:
+        image = image.transpose(getattr(getattr(Image, "Transpose", Image), _UPRIGHT[orientation]))
     pixels = np.asarray(image, dtype=np.float32).reshape(height, width, channels) / 255.0
     mean = np.asarray(settings["mean"], dtype=np.float32)[:channels]
     std = np.asarray(settings["std"], dtype=np.float32)[:channels]
@@ -369,17 +348,12 @@ def preprocess_image(image, input_shape, settings, short_side=None):
 
 
 def output_fn(prediction, accept, context=None):
-    if isinstance(prediction, RequestError):
-        return prediction.body(), JSON
-    try:
-        return encode_prediction(prediction, accept)
-    except RequestError as error:
-        return _rejected(error, context).body(), JSON
+    return output(prediction, accept, context, encode_prediction)
 
 
 def encode_prediction(prediction, accept):
-    for media_type in _media_types(accept) or [JSON]:
-        if media_type in (JSON, "*/*", "application/*"):
+    for media_type in media_types(accept) or [JSON]:
+        if media_type in JSON_ACCEPTS:
             return json.dumps(_top_k(prediction)), JSON
         if media_type == NPY:
             buffer = io.BytesIO()

@@ -15,7 +15,7 @@ from config import ConfigError
 from model_artifacts import torchscript
 from model_artifacts.cache import cache_key, up_to_date
 from model_artifacts.compatibility import check_runtime_can_load
-from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
+from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE, handler_code
 from model_artifacts.mxnet_runtime_export import PARAMS_FILE, SYMBOL_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
 from model_artifacts.progress import Reporter
@@ -64,8 +64,7 @@ def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dic
             model_files, build_version, details = _export_mxnet(request, Path(scratch), progress)
         else:
             model_files, build_version, details = _export_torchscript(request, Path(scratch), archive, progress)
-        handler = HANDLER_FILES[request.target_framework]
-        files = {**model_files, "code/inference.py": handler, "code/requirements.txt": handler.parent / "requirements.txt"}
+        files = {**model_files, **handler_code(request.target_framework)}
         artifact = out_dir / ARTIFACT_FILE
         with progress.step("package model.tar.gz", total_bytes=sum(p.stat().st_size for p in files.values())) as advance:
             write_reproducible_tarball(artifact, files, on_bytes=advance)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from model_artifacts.manifest import ARTIFACT_FILE, HANDLER_FILES, MANIFEST_FILE
+from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE, handler_code
 from model_artifacts.packaging import sha256_of
 from model_artifacts.requests import BuildRequest, runtime_of
 
@@ -28,7 +28,7 @@ def cache_key(request: BuildRequest) -> str:
 
 
 def _input_files(request: BuildRequest) -> List[Path]:
-    files = sorted(BUILD_CODE.rglob("*.py")) + sorted(HANDLER_FILES[request.target_framework].parent.glob("*"))
+    files = sorted(BUILD_CODE.rglob("*.py")) + sorted(handler_code(request.target_framework).values())
     if request.target_framework == "mxnet":
         files.append(BUILD_CODE.parent / "constraints-mxnet.txt")  # the MXNet that builds it
     if not request.runtime_export:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict
 
 from config import ConfigError, ModelDeployment
 
@@ -15,6 +16,18 @@ HANDLER_FILE = Path(__file__).resolve().parent.parent / "inference_src" / "infer
 # The MXNet detector's handler (the second source document), shipped the same way as code/inference.py.
 MXNET_HANDLER_FILE = HANDLER_FILE.parent / "mxnet_ssd" / "inference.py"
 HANDLER_FILES = {"pytorch": HANDLER_FILE, "mxnet": MXNET_HANDLER_FILE}
+# Both handlers import it; the toolkit puts code/ on sys.path.
+SHARED_HANDLER_FILE = HANDLER_FILE.parent / "request_handling.py"
+
+
+def handler_code(framework: str) -> Dict[str, Path]:
+    """The archive's code/ folder for a framework: archive name -> source file."""
+    handler = HANDLER_FILES[framework]
+    return {
+        "code/inference.py": handler,
+        "code/request_handling.py": SHARED_HANDLER_FILE,
+        "code/requirements.txt": handler.parent / "requirements.txt",
+    }
 REBUILD_HINT = "run `make artifacts` (python -m model_artifacts build)"
 
 
@@ -57,9 +70,9 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
         "image_preprocessing": manifest.get("image_preprocessing"),
     }
     stale = [f"{key}: built {actual[key]!r}, configured {expected[key]!r}" for key in expected if actual[key] != expected[key]]
-    handler = HANDLER_FILES[deployment.spec.framework]
-    if manifest.get("files", {}).get("code/inference.py") != hashlib.sha256(handler.read_bytes()).hexdigest():
-        stale.append(f"{handler.relative_to(HANDLER_FILE.parents[1])} changed since the build")
+    for name, source in handler_code(deployment.spec.framework).items():
+        if manifest.get("files", {}).get(name) != hashlib.sha256(source.read_bytes()).hexdigest():
+            stale.append(f"{name} ({source.name}) changed since the build")
     if stale:
         raise ConfigError(f"model {deployment.name!r}: the built artifact is stale ({'; '.join(stale)}); {REBUILD_HINT}")
     return BuiltArtifact(directory=directory, manifest=manifest)

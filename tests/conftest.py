@@ -115,6 +115,17 @@ SERVING_CASES: Dict[str, tuple] = {
 }
 
 
+def _with_test_limits(edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """The case's edit, plus serving.limits that differ from every default (tests/payloads.py SERVING_TEST_LIMITS)."""
+    from tests.payloads import SERVING_TEST_LIMITS
+
+    def change(model: dict) -> None:
+        edit(model)
+        model["serving"]["limits"] = dict(SERVING_TEST_LIMITS)
+
+    return change
+
+
 @dataclass(frozen=True)
 class ServingCase:
     """The tiny classifier built (in its runtime's venv) for one serving case."""
@@ -149,7 +160,7 @@ def serving_case(tmp_path_factory) -> Callable[[str], ServingCase]:
             runtime = RUNTIMES[runtime_name]
             runtime.require()
             root = tmp_path_factory.mktemp(f"case-{name}")
-            config = make_config(root / "config", edit)
+            config = make_config(root / "config", _with_test_limits(edit))
             build_for(config, root / "artifacts")
             model_dir = root / "model"
             with tarfile.open(root / "artifacts" / "image-classifier" / "model.tar.gz") as tar:

@@ -10,7 +10,7 @@ with the model server's own Context (multi-model-server's in the EIA images, Tor
 JOB: {"model_dir", "model_server": "mms" | "torchserve", "env": {...}, "standins": folder or null,
       "requests": [{"name", "body_b64", "content_type", "accept"}],
       "reference": {name: npy_b64}  (batches to run through model.pt directly, no handler),
-      "preprocess": [{"name", "image_b64", "input_shape"}]  (inference.preprocess_image, default settings)}
+      "preprocess": [{"name", "image_b64", "input_shape", "short"}]  (inference.preprocess_image, default settings)}
 Prints one line: DRIVER-RESULT {"responses", "reference", "preprocessed", "model", "eia", "eia_after_model_fn",
 "ran_a_graph_before_model_fn", "graph_run_by_model_fn", "versions"}.
 """
@@ -170,8 +170,9 @@ def main():
         from PIL import Image
 
         image = Image.open(io.BytesIO(base64.b64decode(item["image_b64"])))
-        chw = inference.preprocess_image(image, item["input_shape"], inference.DEFAULT_IMAGE_PREPROCESSING)
-        result["preprocessed"][item["name"]] = npy_b64(chw)
+        chw = inference.preprocess_image(image, item["input_shape"], inference.DEFAULT_IMAGE_PREPROCESSING, item.get("short"))
+        # draft() shrinks a JPEG's size in place, before decoding: the size it was decoded at.
+        result["preprocessed"][item["name"]] = {"chw": npy_b64(chw), "decoded_size": list(image.size)}
     torch._C._set_graph_executor_optimize(True)
     result["reference"] = direct_forward(model_dir, job.get("reference") or {})
     result["versions"] = {"python": "{}.{}".format(*sys.version_info[:2]), "torch": torch.__version__,

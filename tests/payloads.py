@@ -3,10 +3,11 @@ import io
 import json
 import zlib
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from inference_src.request_handling import LIMITS
 from local_serving.client import base64_image_request, example_image, npy
 
 INPUT_SHAPE = (1, 3, 64, 64)
@@ -57,8 +58,33 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-def bad_requests(max_request_bytes: int) -> List[BadRequest]:
+def limits_of(container_env: Dict[str, str]) -> Dict[str, int]:
+    """serving.limits as the handler reads them from its container environment (defaults where unset)."""
+    return {limit.key: int(container_env.get(limit.env) or limit.default) for limit in LIMITS}
+
+
+# The serving cases' configured limits (tests/conftest.py): all differ from the defaults, so a handler that ignored
+# its configuration, or a container environment that dropped a key, would answer the requests below differently.
+SERVING_TEST_LIMITS = {"max_request_bytes": 5 * 1024 * 1024, "max_images_per_request": 3, "max_image_pixels": 30_000_000,
+                       "max_pixels_per_request": 50_000_000, "max_batch_size": 4}
+DEFAULT_LIMITS = {limit.key: limit.default for limit in LIMITS}
+
+
+def _over(key: str, limits: Dict[str, int]) -> str:
+    return f"over the limit of {limits[key]} (serving.limits.{key}"
+
+
+def bad_requests(limits: Dict[str, int]) -> List[BadRequest]:
+    """Every refused request, for a handler configured with `limits` (serving.limits keys)."""
     jpeg = example_image("JPEG")
+    tiny_jpeg = example_image("JPEG", size=(40, 40))
+    too_many = base64_image_request([tiny_jpeg] * (limits["max_images_per_request"] + 1), short=64)
+    # Headers only, never decoded: a square PNG just under the per-image limit, as many as make the request's total too large.
+    side = int(limits["max_image_pixels"] ** 0.5)
+    count = limits["max_pixels_per_request"] // (side * side) + 1
+    too_many_pixels = base64_image_request([png_header(side, side)] * count, short=64) if count <= limits["max_images_per_request"] else None
+    over_image = png_header(side + 1, side + 1)
+    rows = limits["max_batch_size"] + 1
     return [
         BadRequest("unsupported content type", b"hello", "text/plain", 415, "unsupported content type 'text/plain'"),
         BadRequest("unsupported accept", npy(BATCH[:1]), "application/x-npy", 406, "unsupported Accept 'text/html'", accept="text/html"),
@@ -70,8 +96,20 @@ def bad_requests(max_request_bytes: int) -> List[BadRequest]:
         BadRequest("short below the input size", base64_image_request([jpeg], short=32), "application/json", 400, '"short" (32) must be at least'),
         BadRequest("invalid json", b'{"instances": [1, 2', "application/json", 400, "body is not valid JSON"),
         BadRequest("deeply nested json", b"[" * 100000, "application/json", 400, "JSON body is nested too deeply"),
+        BadRequest("json not utf-8", b'{"instances": [1], "\xff": 1}', "application/json", 400, "JSON body is not UTF-8"),
+        BadRequest("short above the range", base64_image_request([jpeg], short=4096), "application/json", 400,
+                   '"short" must be an integer between 32 and 1024, got 4096'),
         # 20000 x 20000 is over twice Pillow's own limit: Image.open refuses it before ours is checked.
-        BadRequest("decompression bomb", png_header(20000, 20000), "image/png", 413, "body is over the 40000000 pixel limit"),
+        BadRequest("decompression bomb", png_header(20000, 20000), "image/png", 413,
+                   "body has more than 178956970 pixels, " + _over("max_image_pixels", limits)),
+        BadRequest("image over the pixel limit", over_image, "image/png", 413,
+                   f"body is {side + 1}x{side + 1} pixels, " + _over("max_image_pixels", limits)),
+        BadRequest("too many images", too_many, "application/json", 413,
+                   f"the request has {limits['max_images_per_request'] + 1} images, " + _over("max_images_per_request", limits)),
+        BadRequest("npy batch over the limit", npy(np.zeros((rows, 3, 64, 64), np.float32)), "application/x-npy", 413,
+                   f"the batch has {rows} rows, " + _over("max_batch_size", limits)),
+        BadRequest("instances over the limit", json.dumps({"instances": np.zeros((rows, 3, 64, 64), np.uint8).tolist()}).encode(),
+                   "application/json", 413, f"the batch has {rows} rows, " + _over("max_batch_size", limits)),
         BadRequest("unknown json key", b'{"pixels": [1, 2]}', "application/json", 400, "unknown JSON key(s) ['pixels']"),
         BadRequest("ragged instances", b'{"instances": [[1, 2], [3]]}', "application/json", 400, "rectangular nested list of numbers"),
         BadRequest("wrong rank", npy(np.zeros((64, 64), np.float32)), "application/x-npy", 400, "got rank 2 shape [64, 64]"),
@@ -79,8 +117,11 @@ def bad_requests(max_request_bytes: int) -> List[BadRequest]:
         BadRequest("wrong dtype", npy(np.array([["a", "b"]])), "application/x-npy", 400, "expected a float32 array, got dtype <U1"),
         BadRequest("corrupt npy", b"\x93NUMPY garbage", "application/x-npy", 400, "body is not a valid .npy array"),
         BadRequest("empty body", b"", "application/x-npy", 400, "empty request body"),
-        BadRequest("over the size limit", b"\0" * (max_request_bytes + 1), "application/x-npy", 413, f"over the {max_request_bytes}-byte limit"),
-    ]
+        BadRequest("over the size limit", b"\0" * (limits["max_request_bytes"] + 1), "application/x-npy", 413,
+                   f"request body is {limits['max_request_bytes'] + 1} bytes, " + _over("max_request_bytes", limits)),
+    ] + ([BadRequest("too many pixels", too_many_pixels, "application/json", 413,
+                     f"the request's images decode to {count * side * side} pixels, " + _over("max_pixels_per_request", limits))]
+         if too_many_pixels else [])
 
 
 def png(pixels: np.ndarray) -> bytes:

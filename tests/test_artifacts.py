@@ -21,7 +21,7 @@ from tests.conftest import REPO, make_config
 def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_artifacts):
     with tarfile.open(eia_artifacts / "image-classifier" / "model.tar.gz") as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["code/inference.py", "code/requirements.txt", "model.pt"]
+        assert [m.name for m in members] == ["code/inference.py", "code/request_handling.py", "code/requirements.txt", "model.pt"]
         assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
         assert tar.extractfile("code/inference.py").read() == (REPO / "inference_src" / "inference.py").read_bytes()
         archive = tar.extractfile("model.pt").read()
@@ -100,6 +100,15 @@ def test_synthesis_refuses_a_missing_or_stale_artifact(tmp_path, eia_artifacts):
     ).environment("dev").models[0]
     with pytest.raises(ConfigError, match="stale.*image_preprocessing"):
         load_built_artifact(eia_artifacts, resized)
+
+
+def test_synthesis_refuses_an_artifact_whose_shared_handler_module_changed(tmp_path, eia_artifacts, monkeypatch):
+    deployment = load_config(make_config(tmp_path / "c")).environment("dev").models[0]
+    changed = tmp_path / "request_handling.py"
+    changed.write_text((REPO / "inference_src" / "request_handling.py").read_text() + "# changed\n")
+    monkeypatch.setattr("model_artifacts.manifest.SHARED_HANDLER_FILE", changed)
+    with pytest.raises(ConfigError, match=r"stale \(code/request_handling.py \(request_handling.py\) changed since the build\)"):
+        load_built_artifact(eia_artifacts, deployment)
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):

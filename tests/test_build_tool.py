@@ -3,6 +3,7 @@ guard, the content-addressed cache and the progress output."""
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -203,14 +204,15 @@ def test_an_unchanged_rebuild_is_a_no_op_and_every_input_change_rebuilds(request
     assert _built(request_for, out)[1]  # the runtime that builds it
 
 
-def test_a_changed_handler_rebuilds(request_for, tmp_path, monkeypatch):
+@pytest.mark.parametrize("changed", ["inference.py", "request_handling.py"])
+def test_a_changed_handler_rebuilds(request_for, tmp_path, monkeypatch, changed):
     out = tmp_path / "artifact"
     _built(request_for, out)
-    handler = tmp_path / "inference_src" / "inference.py"
-    handler.parent.mkdir()
-    handler.write_text((REPO / "inference_src" / "inference.py").read_text() + "\n# changed\n")
-    (handler.parent / "requirements.txt").write_text("")
-    monkeypatch.setitem(HANDLER_FILES, "pytorch", handler)
+    copy = tmp_path / "inference_src"
+    shutil.copytree(REPO / "inference_src", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / changed).write_text((copy / changed).read_text() + "\n# changed\n")
+    monkeypatch.setitem(HANDLER_FILES, "pytorch", copy / "inference.py")
+    monkeypatch.setattr("model_artifacts.manifest.SHARED_HANDLER_FILE", copy / "request_handling.py")
     assert _built(request_for, out)[1]
 
 

@@ -41,7 +41,7 @@ def test_the_detector_gets_its_own_model_config_and_endpoint_with_the_sdk_mxnet_
 
 def test_the_detector_artifact_holds_the_network_written_by_the_runtimes_own_mxnet_and_its_handler(both_models):
     with tarfile.open(both_models.artifacts_dir / "object-detector" / "model.tar.gz") as tar:
-        assert sorted(tar.getnames()) == ["code/inference.py", "code/requirements.txt", "model-0000.params", "model-symbol.json"]
+        assert sorted(tar.getnames()) == ["code/inference.py", "code/request_handling.py", "code/requirements.txt", "model-0000.params", "model-symbol.json"]
         symbol = json.loads(tar.extractfile("model-symbol.json").read())
     assert symbol["attrs"]["mxnet_version"] == ["int", 10401]  # written by MXNet 1.4.1, the EIA image's
     manifest = json.loads((both_models.artifacts_dir / "object-detector" / "manifest.json").read_text())

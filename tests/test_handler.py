@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.payloads import (BATCH, IMAGENET_MEAN, IMAGENET_STD, INPUT_SHAPE, JSON_TYPE, NPY_TYPE, Request, bad_requests,
-                            good_requests, npy, png, request_bodies)
+from tests.payloads import (BATCH, DEFAULT_LIMITS, IMAGENET_MEAN, IMAGENET_STD, INPUT_SHAPE, JSON_TYPE, NPY_TYPE,
+                            SERVING_TEST_LIMITS, Request, bad_requests, good_requests, limits_of, npy, png, request_bodies)
 
 DRIVER = REPO / "tests" / "handler_driver.py"
 STANDINS = REPO / "tests" / "standins"
@@ -117,14 +117,14 @@ def _from_b64(encoded: str) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(encoded)), allow_pickle=False)
 
 
-def _limit(case) -> int:
-    return int(case.container_environment()["INFERENCE_MAX_REQUEST_BYTES"])
+def _limits(case) -> Dict[str, int]:
+    return limits_of(case.container_environment())
 
 
 def _requests_for(run: Run, case):
     if not run.matrix:
         return LIMIT_REQUESTS
-    return good_requests() + bad_requests(_limit(case)) + [MISSING_CONTENT_TYPE]
+    return good_requests() + bad_requests(_limits(case)) + [MISSING_CONTENT_TYPE]
 
 
 def _drive(run: Run, case, directory) -> DriverResult:
@@ -135,8 +135,8 @@ def _drive(run: Run, case, directory) -> DriverResult:
         "standins": str(STANDINS) if run.standins else None,
         "requests": [{"name": r.name, "body_b64": _b64(r.body), "content_type": r.content_type, "accept": r.accept} for r in requests],
         "reference": {r.name: _b64(npy(r.array)) for r in requests if getattr(r, "array", None) is not None},
-        "preprocess": [{"name": name, "image_b64": _b64(png(pixels)), "input_shape": list(INPUT_SHAPE)}
-                       for name, pixels in GEOMETRY_IMAGES.items()] if run.matrix else [],
+        "preprocess": [{"name": name, "image_b64": _b64(data), "input_shape": list(INPUT_SHAPE), "short": short}
+                       for name, (data, short) in PREPROCESS_IMAGES.items()] if run.matrix else [],
     }
     job_file = directory / "job.json"
     job_file.write_text(json.dumps(job))
@@ -175,6 +175,42 @@ def _geometry_image(scale: int) -> np.ndarray:
 
 
 GEOMETRY_IMAGES = {"scale 1": _geometry_image(1), "scale 2": _geometry_image(2)}
+# EXIF orientation -> the transpose that stores an upright image so that this orientation shows it upright again.
+STORED_AS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_90", 7: "TRANSVERSE", 8: "ROTATE_270"}
+LARGE_JPEG_SIZE, LARGE_JPEG_SHORT = (1600, 1200), 80
+
+
+def _jpeg(image, orientation=None) -> bytes:
+    from PIL import Image
+
+    buffer, options = io.BytesIO(), {"quality": 95}
+    if orientation:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif.tobytes()
+    image.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def _oriented(orientation: int) -> bytes:
+    """The scale-1 geometry image stored transposed, with the EXIF orientation that shows it upright."""
+    from PIL import Image
+
+    upright = Image.fromarray(GEOMETRY_IMAGES["scale 1"], "RGB")
+    return _jpeg(upright.transpose(getattr(Image.Transpose, STORED_AS[orientation])), orientation)
+
+
+def _large_jpeg() -> bytes:
+    """Smooth content (a photo-like gradient), 1600x1200: 15 times the 80-pixel short side asked for."""
+    from local_serving.client import example_image
+    return example_image("JPEG", size=LARGE_JPEG_SIZE)
+
+
+PREPROCESS_IMAGES = {
+    **{name: (png(pixels), None) for name, pixels in GEOMETRY_IMAGES.items()},
+    **{f"orientation {o}": (_oriented(o), None) for o in STORED_AS},
+    "large jpeg": (_large_jpeg(), LARGE_JPEG_SHORT),
+}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -254,19 +290,20 @@ def test_an_image_at_the_model_size_is_scaled_and_normalized_with_imagenet_stati
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("bad_name", [bad.name for bad in bad_requests(6 * 1024 * 1024)])
+@pytest.mark.parametrize("bad_name", [bad.name for bad in bad_requests(DEFAULT_LIMITS)])
 @pytest.mark.parametrize("run_name", MATRIX_RUNS)
 def test_bad_requests_get_their_4xx_and_a_one_line_json_error(driven, run_name, bad_name):
     """2.x toolkits pass the handler their context: the body is the one-line JSON. The EIA images' toolkit
     (sagemaker-inference 1.5.11) passes none: the handler raises its error class, whose status the toolkit
     keeps, and the body is that JSON line followed by the toolkit's traceback."""
     result = driven(run_name)
-    bad = {bad.name: bad for bad in bad_requests(_limit(result.case))}[bad_name]
+    bad = {bad.name: bad for bad in bad_requests(_limits(result.case))}[bad_name]
     answer = result.answers[bad.name]
     first_line, _, rest = answer.text.partition("\n")
     assert answer.status == bad.status, answer.text[:2000]
     error = json.loads(first_line)
-    assert error == {"status": bad.status, "error": error["error"]} and bad.message in error["error"]
+    assert sorted(error) == ["error", "status"] and error["status"] == bad.status, error
+    assert bad.message in error["error"], error
     assert answer.phrase == error["error"]  # the HTTP reason phrase: the message, one line
     if result.case.runtime.model_server == "mms":
         assert rest.startswith("Traceback (most recent call last):") and "GenericInferenceToolkitError" in rest
@@ -286,11 +323,21 @@ def test_the_request_size_limit_is_read_from_the_container_environment(driven, r
     result = driven(run_name)
     under, over = (result.answers[r.name] for r in LIMIT_REQUESTS)
     np.testing.assert_allclose(under.array(), result.reference(LIMIT_REQUESTS[0].name), rtol=1e-5, atol=1e-5)
-    assert over.status == 413 and f"over the {LOWERED_LIMIT}-byte limit" in over.text
+    assert over.status == 413 and f"over the limit of {LOWERED_LIMIT} (serving.limits.max_request_bytes" in over.text
 
 
-def test_the_shipped_size_limit_is_the_container_environments(serving_case):
-    env = serving_case("eia-1.5.1").container_environment()
+def test_the_serving_cases_limits_differ_from_every_default(serving_case):
+    """So that the bad-request matrix proves the configured limits reach the handler, not its defaults."""
+    configured = limits_of(serving_case("eia-1.5.1").container_environment())
+    assert configured == SERVING_TEST_LIMITS
+    assert all(configured[key] != DEFAULT_LIMITS[key] for key in DEFAULT_LIMITS)
+
+
+def test_the_shipped_size_limit_is_the_container_environments():
+    from config import load_config
+    from config.container import container_environment
+
+    env = container_environment(load_config(REPO / "config").models["image-classifier"])
     assert int(env["INFERENCE_MAX_REQUEST_BYTES"]) == 6 * 1024 * 1024  # SageMaker's real-time payload limit
     assert int(env["TS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
     assert int(env["MMS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
@@ -301,11 +348,44 @@ def test_the_shipped_size_limit_is_the_container_environments(serving_case):
 def test_images_are_resized_on_the_short_side_then_center_cropped(driven, run_name, scale):
     """146x73 (short side 73, the default for a 64 crop): the crop keeps columns 41..104, half red, half blue.
     Run with each runtime's Pillow (8.2, 7.2, and 2.6.0's)."""
-    chw = _from_b64(driven(run_name).document["preprocessed"][f"scale {scale}"])
+    chw = _preprocessed(driven(run_name), f"scale {scale}")
     red, _, blue = chw * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
     assert chw.shape == (3, 64, 64) and chw.dtype == np.float32
     assert red[:, :31].min() > 0.99 and red[:, 33:].max() < 0.01
     assert blue[:, :31].max() < 0.01 and blue[:, 33:].min() > 0.99
+
+
+def _preprocessed(result: DriverResult, name: str) -> np.ndarray:
+    return _from_b64(result.document["preprocessed"][name]["chw"])
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+@pytest.mark.parametrize("run_name", ["eia-1.5.1 no accelerator", "eia-1.3.1 no accelerator", "cpu"])
+def test_images_are_turned_upright_by_their_exif_orientation(driven, run_name, orientation):
+    """Each image is the geometry image stored transposed: shown upright, red is on the left, blue on the right
+    (JPEG blurs the edge between them, so the bounds are looser than the PNG test's)."""
+    chw = _preprocessed(driven(run_name), f"orientation {orientation}")
+    red, _, blue = chw * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+    assert red[:, :28].min() > 0.9 and red[:, 36:].max() < 0.1, (orientation, red.mean(axis=0).round(1))
+    assert blue[:, :28].max() < 0.1 and blue[:, 36:].min() > 0.9, (orientation, blue.mean(axis=0).round(1))
+
+
+@pytest.mark.parametrize("run_name", ["eia-1.5.1 no accelerator", "eia-1.3.1 no accelerator", "cpu"])
+def test_a_large_jpeg_is_decoded_at_reduced_scale_and_only_its_crop_resized(driven, run_name):
+    """1600x1200 with short 80: Pillow's draft decodes it at 1/8 (200x150, both sides still >= 80) instead of
+    1.9 million pixels. The reference decodes it whole and resizes the same centered crop box (at 15x the
+    size): they differ by JPEG's reduced-scale decoding only, at most a few levels of 255."""
+    from PIL import Image
+
+    item = driven(run_name).document["preprocessed"]["large jpeg"]
+    assert item["decoded_size"] == [200, 150]
+    full = Image.open(io.BytesIO(PREPROCESS_IMAGES["large jpeg"][0])).convert("RGB")
+    box = 64 * min(full.size) / LARGE_JPEG_SHORT  # the crop, in the full image's pixels
+    left, top = (full.size[0] - box) / 2, (full.size[1] - box) / 2
+    reference = np.asarray(full.resize((64, 64), Image.BILINEAR, box=(left, top, left + box, top + box)), np.float32) / 255
+    served = _from_b64(item["chw"]) * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]
+    error = np.abs(served.transpose(1, 2, 0) - reference)
+    assert error.mean() < 0.005 and error.max() < 0.05, (error.mean(), error.max())
 
 
 # ------------------------------------------------------------------------------------ runtimes, model_fn, accelerator
@@ -397,15 +477,16 @@ def _vermin(path):
     return subprocess.run([vermin, "-t=3.6-", "--no-tips", "--violations", str(path)], capture_output=True, text=True)
 
 
-def test_handler_is_valid_python_3_6(tmp_path):
+@pytest.mark.parametrize("source", ["inference.py", "request_handling.py"])
+def test_handler_is_valid_python_3_6(tmp_path, source):
     """The EIA images run Python 3.6; vermin fails on anything newer (the driver runs the handler there too)."""
     newer = tmp_path / "newer.py"
     newer.write_text("if (n := 3) > 2:\n    print(n)\n")  # 3.8 syntax: proves the check bites
     assert _vermin(newer).returncode != 0
-    result = _vermin(REPO / "inference_src" / "inference.py")
+    result = _vermin(REPO / "inference_src" / source)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_stand_ins_never_ship(serving_case):
     code = serving_case("eia-1.5.1").model_dir / "code"
-    assert sorted(p.name for p in code.iterdir()) == ["inference.py", "requirements.txt"]
+    assert sorted(p.name for p in code.iterdir()) == ["inference.py", "request_handling.py", "requirements.txt"]

@@ -22,7 +22,7 @@ import pytest
 
 from local_serving.client import base64_image_request, example_image, invoke, npy
 from tests.conftest import REPO
-from tests.payloads import BATCH, JSON_TYPE, NPY_TYPE, bad_requests, good_requests
+from tests.payloads import BATCH, DEFAULT_LIMITS, JSON_TYPE, NPY_TYPE, bad_requests, good_requests, limits_of
 from tests.serving_processes import assert_gone, assert_stops_leaving_nothing, serve_cli
 
 pytestmark = pytest.mark.slow
@@ -194,10 +194,10 @@ def test_json_instances(served):
 
 
 def _bad_requests(served):
-    return bad_requests(served.endpoint.max_request_bytes)
+    return bad_requests(limits_of(served.endpoint.container_env))
 
 
-@pytest.mark.parametrize("index", range(len(bad_requests(1024))), ids=[b.name for b in bad_requests(1024)])
+@pytest.mark.parametrize("index", range(len(bad_requests(DEFAULT_LIMITS))), ids=[b.name for b in bad_requests(DEFAULT_LIMITS)])
 def test_bad_requests_get_their_status_and_message(served, index):
     bad = _bad_requests(served)[index]
     answer = invoke(served.url, bad.body, bad.content_type, bad.accept)

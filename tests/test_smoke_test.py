@@ -206,9 +206,10 @@ def test_any_class_count_is_accepted_without_expected_classes(answer, expected):
     assert check_answer(json.dumps(answer).encode()) == expected
 
 
-def test_the_check_accepts_what_the_real_handler_answers():
+def test_the_check_accepts_what_the_real_handler_answers(monkeypatch):
     """The smoke test and inference_src/inference.py must agree on the response format."""
     torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(REPO / "inference_src"))  # as the toolkit puts code/ on sys.path
     import inference_src.inference as handler
 
     assert handler.TOP_K == TOP_K
