@@ -1,4 +1,6 @@
 """Configuration: the shipped example, and every refusal naming the key, the value and the fix."""
+import re
+
 import pytest
 
 from config import ConfigError, load_config
@@ -255,3 +257,16 @@ def test_the_local_storage_families_have_a_source():
     data = json.loads((REPO / "config" / "data" / "local_storage_instance_families.json").read_text())
     assert "CreateEndpointConfig" in data["_source"] and "KmsKeyId" in data["_source"]
     assert {"g4dn", "g5", "c5d", "m5d"} <= set(data["families"]) and not {"m5", "c5"} & set(data["families"])
+
+
+def test_the_readme_limits_table_matches_the_config_keys():
+    """README "Request limits": one row per serving.limits key, with its default and the handler's variable."""
+    from config.schema import RequestLimits
+    from inference_src.request_handling import LIMITS_BY_KEY
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Request limits"):]
+    rows = re.findall(r"^\| `(\w+)` \| (\d+)[^|]* \|[^|]*\| `(\w+)` \|$", section[:section.index("\n\n", section.index("| key |"))],
+                      re.MULTILINE)
+    assert {key: (int(default), env) for key, default, env in rows} == {
+        key: (field.default, LIMITS_BY_KEY[key].env) for key, field in RequestLimits.model_fields.items()}
