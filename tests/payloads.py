@@ -173,3 +173,34 @@ def good_requests() -> List[Request]:
         Request("npy batch -> accept list", batch.body, NPY_TYPE, "text/html, application/x-npy;q=0.9", BATCH),
         Request("json instances with charset -> npy", instances.body, JSON_TYPE + "; charset=utf-8", NPY_TYPE, BATCH),
     ]
+
+
+# The Content-Type x Accept matrix (as in sagemaker-pytorch-inference's own tests): every request format the
+# classifier takes, crossed with every kind of Accept header, each with the status and type it must be answered with.
+MATRIX_BODIES = {
+    "npy": (lambda: npy(BATCH[:1]), NPY_TYPE),
+    "json instances": (lambda: json.dumps({"instances": BATCH[:1].tolist()}).encode(), JSON_TYPE),
+    "json image": (lambda: base64_image_request([example_image("JPEG")]), JSON_TYPE),
+    "jpeg": (lambda: example_image("JPEG"), "image/jpeg"),
+    "png": (lambda: example_image("PNG"), "image/png"),
+}
+MATRIX_ACCEPTS = {"json": JSON_TYPE, "npy": NPY_TYPE, "any": "*/*", "none": None, "unsupported": "text/html"}
+
+
+@dataclass(frozen=True)
+class MatrixCase:
+    request: Request
+    status: int
+    content_type: str  # of the answer: the prediction's, or the one-line JSON error's
+
+
+def content_accept_matrix() -> List[MatrixCase]:
+    cases = []
+    for body_name, (body, content_type) in MATRIX_BODIES.items():
+        for accept_name, accept in MATRIX_ACCEPTS.items():
+            request = Request(f"matrix {body_name} x {accept_name}", body(), content_type, accept)
+            if accept_name == "unsupported":
+                cases.append(MatrixCase(request, 406, JSON_TYPE))
+            else:
+                cases.append(MatrixCase(request, 200, NPY_TYPE if accept == NPY_TYPE else JSON_TYPE))
+    return cases

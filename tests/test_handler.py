@@ -24,7 +24,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.payloads import (BATCH, DEFAULT_LIMITS, IMAGENET_MEAN, IMAGENET_STD, INPUT_SHAPE, JSON_TYPE, NPY_TYPE,
-                            SERVING_TEST_LIMITS, Request, bad_requests, good_requests, limits_of, npy, png, request_bodies)
+                            SERVING_TEST_LIMITS, Request, bad_requests, content_accept_matrix, good_requests, limits_of, npy, png,
+                            request_bodies)
 
 DRIVER = REPO / "tests" / "handler_driver.py"
 STANDINS = REPO / "tests" / "standins"
@@ -62,6 +63,7 @@ MISSING_CONTENT_TYPE = Request("missing content type", npy(BATCH[:1]), None)
 LIMIT_REQUESTS = [Request("npy chw under the lowered limit", npy(BATCH[0]), NPY_TYPE, NPY_TYPE, BATCH[:1]),
                   Request("npy batch over the lowered limit", npy(BATCH), NPY_TYPE, NPY_TYPE)]
 GOOD = {request.name: request for request in good_requests()}
+MATRIX = content_accept_matrix()
 
 
 # ------------------------------------------------------------------------------------ the driver runs
@@ -124,7 +126,7 @@ def _limits(case) -> Dict[str, int]:
 def _requests_for(run: Run, case):
     if not run.matrix:
         return LIMIT_REQUESTS
-    return good_requests() + bad_requests(_limits(case)) + [MISSING_CONTENT_TYPE]
+    return good_requests() + bad_requests(_limits(case)) + [MISSING_CONTENT_TYPE] + [m.request for m in MATRIX]
 
 
 def _drive(run: Run, case, directory) -> DriverResult:
@@ -311,6 +313,23 @@ def test_bad_requests_get_their_4xx_and_a_one_line_json_error(driven, run_name, 
         assert rest == "" and answer.content_type == JSON_TYPE
 
 
+@pytest.mark.parametrize("case", MATRIX, ids=lambda case: case.request.name[len("matrix "):])
+@pytest.mark.parametrize("run_name", MATRIX_RUNS)
+def test_content_type_by_accept_matrix_through_the_toolkit(driven, run_name, case):
+    """Every request format x every kind of Accept: the answer's status and type, and a body of that type."""
+    answer = driven(run_name).answers[case.request.name]
+    assert answer.status == case.status, answer.text[:1000]
+    if case.status == 200:
+        assert answer.content_type == case.content_type
+        if case.content_type == NPY_TYPE:
+            assert answer.array().shape == (1, 10)
+        else:
+            assert answer.json()["shape"] == [1, 10]
+    else:  # the one-line JSON error (the EIA toolkits append their traceback, and set no Content-Type on errors)
+        error = json.loads(answer.text.partition("\n")[0])
+        assert error["status"] == 406 and "unsupported Accept 'text/html'" in error["error"]
+
+
 @pytest.mark.parametrize("run_name", MATRIX_RUNS)
 def test_a_missing_content_type_is_a_415(driven, run_name):
     answer = driven(run_name).answers[MISSING_CONTENT_TYPE.name]
@@ -337,7 +356,8 @@ def test_the_shipped_size_limit_is_the_container_environments():
     from config import load_config
     from config.container import container_environment
 
-    env = container_environment(load_config(REPO / "config").models["image-classifier"])
+    deployment = next(d for d in load_config(REPO / "config").environment("prod").models if d.name == "image-classifier")
+    env = container_environment(deployment)
     assert int(env["INFERENCE_MAX_REQUEST_BYTES"]) == 6 * 1024 * 1024  # SageMaker's real-time payload limit
     assert int(env["TS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
     assert int(env["MMS_MAX_REQUEST_SIZE"]) > int(env["INFERENCE_MAX_REQUEST_BYTES"])
