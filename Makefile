@@ -18,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-mxnet setup-runtimes runtimes artifacts synth lint diff cost serve invoke test test-fast bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
@@ -100,10 +100,10 @@ test-fast: setup runtimes  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
 
 # Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the
-# table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) is installed from
-# requirements-bench.txt here only, never with the product. BENCH_ARGS="latency serving" runs a subset.
-bench: setup  ## latency, serving overhead, cdk synth and build benchmarks (5 minutes on 2 cores when idle, ~12 busy)
-	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
+# table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) comes from
+# requirements-bench.txt, which the dev venv installs (the tests run its branch), never requirements.txt (the app).
+# BENCH_ARGS="latency serving" runs a subset.
+bench: setup  ## latency, serving overhead, cdk synth, build, workers x threads benchmarks (~10 minutes on 2 cores when idle)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:

@@ -114,8 +114,11 @@ def chart(path: Path, results: dict, modules: Dict[str, object], order: List[str
     import matplotlib.pyplot as plt
 
     sections = results["benchmarks"]
-    figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    columns = max(3, -(-(len(order) + 2) // 2))  # one panel per benchmark, then the targets and the machine
+    figure, axes = plt.subplots(2, columns, figsize=(5 * columns, 8.5))
     flat = list(axes.flat)
+    for ax in flat[len(order) + 2:]:
+        ax.set_axis_off()
     for ax, name in zip(flat, order):
         if name in sections:
             modules[name].plot(ax, sections[name])

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from config.errors import ConfigError
 from config.schema import AppConfig, EnvironmentConfig, EnvironmentSpec, ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec
 from config.serving_targets import resolve_target
+from config.workers import worker_plan
 
 # Promotion order; environments not named here follow, alphabetically.
 PROMOTION_ORDER = ("dev", "staging", "prod")
@@ -37,7 +38,9 @@ def load_config(directory: str | Path = "config") -> AppConfig:
                     f"{_display(env_path)}: scaling.autoscaling = true, but {model_where} uses serving.profile: serverless, "
                     "which scales by itself (serving.profiles.serverless.max_concurrency); remove scaling.autoscaling"
                 )
-            deployments.append(ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling))
+            deployment = ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling)
+            worker_plan(deployment)  # serving.workers x threads_per_worker against the host's vCPUs
+            deployments.append(deployment)
         environments.append(
             EnvironmentConfig(
                 name=env_path.stem,
@@ -70,7 +73,9 @@ def _load_pipeline(path: Path, environment_names: List[str]) -> Optional[Pipelin
 def resolve_in_region(name: str, spec: ModelSpec, region: str) -> ModelDeployment:
     """A model's deployment resolved for another region, e.g. the pipeline's (its image registry)."""
     target = resolve_target(spec, region, f"models/{name}.yaml", "pipeline.yaml")
-    return ModelDeployment(name=name, spec=spec, target=target, scaling=spec.scaling)
+    deployment = ModelDeployment(name=name, spec=spec, target=target, scaling=spec.scaling)
+    worker_plan(deployment)
+    return deployment
 
 
 def _promotion_key(path: Path) -> Tuple[int, str]:

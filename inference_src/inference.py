@@ -102,7 +102,13 @@ def _extra_files_map():
     return {MODEL_INFO_FILE: ""}
 
 
-def model_fn(model_dir):
+def _gpu_id(context):
+    """The GPU the model server assigned this worker (sagemaker-inference >= 1.7 passes its context), else 0."""
+    properties = getattr(context, "system_properties", None) or {}
+    return int(properties.get("gpu_id") or 0)
+
+
+def model_fn(model_dir, context=None):
     extra_files = _extra_files_map()
     eia = accelerator_present()
     if eia and torch_minor_version() == (1, 5):
@@ -117,7 +123,8 @@ def model_fn(model_dir):
 
         module = torcheia.jit.attach_eia(module, 0)
     elif not eia and torch.cuda.is_available():
-        device = torch.device("cuda")
+        # One worker per GPU (config/workers.py): the model server gives each worker its own GPU.
+        device = torch.device("cuda", _gpu_id(context))
         module = module.to(device)
     info = json.loads(extra_files[MODEL_INFO_FILE] or "{}")
     if info.get("recipe") == "optimized" and device.type == "cpu" and hasattr(torch.jit, "optimize_for_inference"):

@@ -131,14 +131,16 @@ def serve(args: argparse.Namespace) -> int:
         selection.runtime.require()  # before the build: the fix for a missing venv, in one line
         artifact, manifest = build(config, selection, Path(args.artifacts_dir), Path(args.config).resolve().parent)
         endpoint = LocalEndpoint(artifact, manifest["input_shape"], Path(args.work_dir) / args.model,
-                                 container_environment(selection.deployment.spec), selection.runtime, port=args.port)
+                                 container_environment(selection.deployment), selection.runtime, port=args.port)
     except (ConfigError, ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     runtime = selection.runtime
+    workers, threads = endpoint.container_env["SAGEMAKER_MODEL_SERVER_WORKERS"], endpoint.container_env["OMP_NUM_THREADS"]
     print(f"starting {runtime.image} ({runtime.name}: {installed_model_server(runtime)}, Python {runtime.python_version}, "
           f"{runtime.framework} {runtime.framework_version}) for {args.model} ({selection.label}, recipe {manifest['recipe']}, "
-          f"sha256 {manifest['sha256'][:12]}) ...", flush=True)
+          f"sha256 {manifest['sha256'][:12]}; {workers} worker(s) x {threads} thread(s), as the endpoint on "
+          f"{selection.deployment.target.instance_type or 'serverless'}) ...", flush=True)
     # SIGTERM (e.g. from a process manager) stops the server the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -325,7 +325,6 @@ class LocalEndpoint:
                 "SAGEMAKER_BASE_DIR": str(self.work_dir),  # stands in for /opt/ml
                 "SAGEMAKER_SUBMIT_DIRECTORY": str(self.work_dir / "model" / "code"),
                 "SAGEMAKER_BIND_TO_PORT": str(self.port),
-                "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
                 "TEMP": temp,  # both servers' temp files, sockets and pid file (one server per work dir)
                 "TMPDIR": temp,
                 "LOG_LOCATION": logs,
@@ -334,6 +333,9 @@ class LocalEndpoint:
                 "PYTHONDONTWRITEBYTECODE": "1",  # nothing written into the repository by the runtime's Python
             }
         )
+        # The endpoint's worker count (config/workers.py, through the container environment), as the image runs it;
+        # one when an environment lacks it (the servers' own default, one per CPU, is what no endpoint runs).
+        env.setdefault("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
         # The server drops the connection above its own limit (6553500 bytes by default): keep it well above
         # the handler's, so that an oversized body gets the handler's 413 and its message.
         env.setdefault(self.model_server.max_request_size_env, str(2 * self.max_request_bytes))

@@ -144,7 +144,7 @@ class ServingCase:
         from config import load_config
         from config.container import container_environment
 
-        return container_environment(load_config(self.config_dir).models["image-classifier"])
+        return container_environment(next(d for d in load_config(self.config_dir).environments[0].models if d.name == "image-classifier"))
 
 
 @pytest.fixture(scope="session")

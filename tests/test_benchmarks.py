@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import build, common, latency, report, serving, synth
+from benchmarks import build, common, concurrency, latency, report, serving, synth
 from benchmarks.__main__ import MODULES, REPORT_ORDER
 from tests.conftest import REPO
 
@@ -227,7 +227,13 @@ def _sections():
                    [("eager", 100), ("trace", 80), ("script", 82), ("optimized", 66), ("onnxruntime", 60)]} for b in ("1", "8")}
     stats = {name: _stat(m, p50_vs_in_process=m / 90, p99_vs_in_process=m / 90, p50_overhead_ms=m - 90)
              for name, m in [(serving.IN_PROCESS, 90), (serving.NPY, 97), (serving.JPEG, 104)]}
+    levels = {"1": (20.0, 60.0), "4": (30.0, 150.0), "16": (31.0, 600.0)}
+    cells = concurrency.compare({name: {level: {"throughput_rps": rps * scale, "p50_ms": p99 / 2, "p99_ms": p99 / scale, "n": 90}
+                                        for level, (rps, p99) in levels.items()}
+                                 for name, scale in [("1x2", 0.8), ("2x1", 1.0), ("2x2", 0.5)]}, "2x1")
     return {
+        "concurrency": wrap("concurrency", {"model": "example-resnet-50", "cores": 2, "auto_split": "2x1", "cells": cells, "notes": [],
+                                            "targets": [common.target("auto / best", 1.0, concurrency.TARGET_VS_BEST, better="higher")]}),
         "latency": wrap("latency", {"model": "example-resnet-50", "threads": 2, "batches": batches, "notes": ["n"],
                                     "targets": [common.target("batch 1: optimized / ORT", 1.10, 1.15)]}),
         "serving": wrap("serving", {"model": "example-resnet-50", "stats": stats, "notes": [],
@@ -285,10 +291,13 @@ def test_render_lists_every_target_with_its_verdict_and_every_environment(tmp_pa
     assert "| latency | batch 1: optimized / ORT | 1.10x | ≤ 1.15x | PASS |" in text
     assert "| synth | whole / empty | 3.00x | ≤ 1.25x | MISS |" in text
     assert "| build | noop / cold | 0.04x | — | — |" in text
-    assert text.count("Example CPU, 2 cores, 24.0 GiB") == 4 and text.count("torch 2.13.0") == 4
+    assert text.count("Example CPU, 2 cores, 24.0 GiB") == len(REPORT_ORDER) and text.count("torch 2.13.0") == len(REPORT_ORDER)
     for number, name in enumerate(REPORT_ORDER, start=1):
         assert f"### {number}. {MODULES[name].TITLE} (`{name}`)" in text
     assert "| 8 | optimized (served form) | 528.0 |" in text
+    assert "| concurrency | auto / best | 1.00x | ≥ 0.95x | PASS |" in text
+    assert "| 2x1 (auto) | 16 | 31.0 | 300 | 600 | 90 | 1.00x | 1.00x |" in text
+    assert "| 2x2 | 16 | 15.5 | 300 | 1200 | 90 | 0.50x | 2.00x |" in text
 
 
 def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):
@@ -302,7 +311,7 @@ def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):
 
 def test_every_module_has_the_report_interface():
     assert set(MODULES) == set(REPORT_ORDER)
-    for module in (latency, serving, synth, build):
+    for module in (latency, serving, synth, build, concurrency):
         assert module.NAME in MODULES and callable(module.run) and callable(module.table) and callable(module.plot)
 
 
@@ -311,6 +320,27 @@ def test_the_empty_app_is_the_minimal_cdk_app_on_this_venv(tmp_path):
     assert (directory / "app.py").read_text().splitlines() == [
         "import aws_cdk as cdk", "", "app = cdk.App()", 'cdk.Stack(app, "Empty")', "app.synth()"]
     assert json.loads((directory / "cdk.json").read_text())["app"] == f"{sys.executable} app.py"
+
+
+def assert_verdicts_follow_their_ratios(targets):
+    """Each verdict is the one its ratio and target call for (not merely one of PASS and MISS)."""
+    assert targets
+    for entry in targets:
+        assert entry["target"] is not None, entry
+        passed = entry["ratio"] <= entry["target"] if entry["better"] == "lower" else entry["ratio"] >= entry["target"]
+        assert entry["verdict"] == ("PASS" if passed else "MISS"), entry
+
+
+@pytest.mark.parametrize("entry", [
+    {"ratio": 1.2, "target": 1.15, "better": "lower", "verdict": "PASS"},  # a wrong PASS
+    {"ratio": 1.0, "target": 1.15, "better": "lower", "verdict": "MISS"},  # a wrong MISS
+    {"ratio": 0.9, "target": 0.95, "better": "higher", "verdict": "PASS"},
+    {"ratio": 1.0, "target": None, "better": "lower", "verdict": None},  # no target: nothing was checked
+])
+def test_the_verdict_check_of_the_quick_runs_can_fail(entry):
+    with pytest.raises(AssertionError):
+        assert_verdicts_follow_their_ratios([entry])
+    assert_verdicts_follow_their_ratios([common.target("x", 1.2, 1.15)])  # what common.target gives passes
 
 
 # ------------------------------------------------------------------------------------ quick runs
@@ -344,15 +374,98 @@ def test_quick_build_benchmark(tmp_path):
 
 
 def test_quick_latency_benchmark(tmp_path):
+    # ONNX Runtime is in requirements-dev.txt (through requirements-bench.txt): its branch runs here, never skipped.
+    assert common.package_version("onnxruntime"), "onnxruntime missing: make setup installs requirements-dev.txt"
     section = _bench(tmp_path, "latency")["latency"]
-    variants = {"eager", "trace", "script", "optimized"} | ({"onnxruntime"} if common.package_version("onnxruntime") else set())
     for batch in ("1", "8"):
-        assert set(section["batches"][batch]) == variants
-        for stat in section["batches"][batch].values():
-            assert stat["max_abs_error_vs_eager"] < 1e-2  # every variant computes the same model
-        assert section["batches"][batch]["eager"]["vs_eager"] == 1.0
-    if "onnxruntime" in variants:
-        assert [t["verdict"] in ("PASS", "MISS") for t in section["targets"]] == [True, True]
+        stats = section["batches"][batch]
+        assert set(stats) == {"eager", "trace", "script", "optimized", latency.ORT}
+        for stat in stats.values():
+            assert stat["max_abs_error_vs_eager"] < 1e-2  # every variant computes the same model, ONNX Runtime too
+        assert stats["eager"]["vs_eager"] == 1.0 and stats[latency.ORT]["vs_onnxruntime"] == 1.0
+    assert [t["what"].split(":")[0] for t in section["targets"]] == ["batch 1", "batch 8"]
+    for batch, entry in zip(("1", "8"), section["targets"]):
+        stats = section["batches"][batch]
+        assert entry["ratio"] == pytest.approx(stats["optimized"]["median_ms"] / stats[latency.ORT]["median_ms"])
+    assert_verdicts_follow_their_ratios(section["targets"])
+
+
+# ------------------------------------------------------------------------------------ concurrency: the arithmetic
+
+
+def test_the_candidate_splits_share_the_cores_and_include_the_servers_default():
+    assert concurrency.splits(2) == [(1, 2), (2, 1), (2, 2)]  # all threads in one worker, one per worker, oversubscribed
+    assert concurrency.splits(4) == [(1, 4), (4, 1), (4, 4)] and concurrency.splits(1) == [(1, 1)]
+    assert concurrency.label(2, 1) == "2x1"
+
+
+def test_the_benchmark_s_auto_split_is_the_one_the_config_derives(tmp_path):
+    from config import load_config
+    from config.workers import worker_plan
+    from tests.conftest import make_config
+
+    for instance_type, vcpus in (("ml.m5.large", 2), ("ml.c5.xlarge", 4)):
+        def change(model, instance_type=instance_type):
+            model["serving"]["profiles"]["eia"]["instance_type"] = instance_type
+        deployment = load_config(make_config(tmp_path / instance_type, change)).environment("dev").models[0]
+        assert concurrency.auto_split(vcpus) == worker_plan(deployment).as_tuple()
+
+
+def test_a_closed_loop_keeps_every_client_busy_and_counts_answers_in_the_window():
+    import time
+
+    def call():
+        time.sleep(0.02)
+
+    level = concurrency.closed_loop(call, 4, 0.4)
+    # 4 clients x 20 ms calls: about 200 answers/s; sleeping needs no CPU, so a busy machine barely moves it.
+    assert 120 < level.throughput <= 4 / 0.02 * 1.05
+    assert min(level.latencies_s) >= 0.02 and level.in_window == pytest.approx(level.throughput * 0.4)
+    assert 0 <= len(level.latencies_s) - level.in_window <= 4  # at most one call per client ends after the window
+
+
+def test_a_failing_call_fails_the_closed_loop():
+    def call():
+        raise RuntimeError("status 500")
+
+    with pytest.raises(RuntimeError, match="status 500"):
+        concurrency.closed_loop(call, 3, 0.2)
+
+
+def test_a_cell_pools_its_rounds():
+    rounds = [concurrency.Level(4, 2.0, [0.010, 0.020, 0.030], in_window=10), concurrency.Level(4, 2.0, [0.040, 1.0], in_window=30)]
+    stat = concurrency.cell(rounds)
+    assert stat["throughput_rps"] == pytest.approx(40 / 4.0) and stat["throughput_per_round_rps"] == [5.0, 15.0]
+    assert stat["p99_ms"] == pytest.approx(float(np.percentile([10, 20, 30, 40, 1000], 99)))
+    assert stat["p50_ms"] == pytest.approx(30) and (stat["n"], stat["rounds"]) == (5, 2)
+    with pytest.raises(ValueError):
+        concurrency.cell([])
+
+
+def test_the_best_split_is_the_fastest_and_ties_go_to_the_lower_p99():
+    def cells(**rates):
+        return {name: {"16": {"throughput_rps": rps, "p99_ms": p99}} for name, (rps, p99) in rates.items()}
+
+    assert concurrency.best(cells(a=(10.0, 100.0), b=(12.0, 900.0)), 16) == "b"
+    assert concurrency.best(cells(a=(12.0, 100.0), b=(12.0, 900.0)), 16) == "a"
+    compared = concurrency.compare(cells(a=(10.0, 100.0), b=(12.0, 50.0)), "a")
+    assert compared["b"]["16"]["throughput_vs_auto"] == pytest.approx(1.2) and compared["b"]["16"]["p99_vs_auto"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_quick_concurrency_benchmark(tmp_path):
+    section = _bench(tmp_path, "concurrency")["concurrency"]
+    cores = os.cpu_count()
+    assert set(section["cells"]) == {concurrency.label(*split) for split in concurrency.splits(cores)}
+    for name, by_level in section["cells"].items():
+        assert set(by_level) == {"1", "4", "16"} and all(stat["throughput_rps"] > 0 and stat["n"] > 0 for stat in by_level.values())
+        workers, threads = map(int, name.split("x"))
+        # The candidate's settings reached the server: its worker count, and each worker's OMP_NUM_THREADS.
+        assert section["servers"][name]["workers_seen"] == [workers]
+        assert section["servers"][name]["worker_threads_env"] == [[str(threads)]]
+    assert section["auto_split"] == concurrency.label(*concurrency.auto_split(cores))
+    assert_verdicts_follow_their_ratios(section["targets"])
+    assert not [pid for pid in common.torchserve_pids() if _cwd(pid).startswith(str(tmp_path))]  # every server was stopped
 
 
 @pytest.mark.slow
@@ -377,4 +490,6 @@ def test_quick_synth_benchmark(tmp_path):
     section = _bench(tmp_path, "synth")["synth"]
     assert section["whole_app_median_s"] > 0 and section["empty_app_median_s"] > 0
     assert section["whole_app_assembly"]["templates"] >= 7 and section["whole_app_assembly"]["model_assets"] >= 1
-    assert section["targets"][0]["verdict"] in ("PASS", "MISS")
+    [entry] = section["targets"]
+    assert entry["ratio"] == pytest.approx(section["whole_app_median_s"] / section["empty_app_median_s"])
+    assert_verdicts_follow_their_ratios(section["targets"])

@@ -510,3 +510,16 @@ def test_handler_is_valid_python_3_6(tmp_path, source):
 def test_the_stand_ins_never_ship(serving_case):
     code = serving_case("eia-1.5.1").model_dir / "code"
     assert sorted(p.name for p in code.iterdir()) == ["inference.py", "request_handling.py", "requirements.txt"]
+
+
+def test_each_gpu_worker_takes_the_gpu_its_model_server_assigned(monkeypatch):
+    """One worker per GPU (config/workers.py): TorchServe's context names each worker's GPU; without a context, GPU 0."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(str(REPO / "inference_src"))  # as the toolkit puts code/ on sys.path
+    import inference_src.inference as handler
+
+    assert handler._gpu_id(SimpleNamespace(system_properties={"gpu_id": 3})) == 3
+    assert handler._gpu_id(SimpleNamespace(system_properties={"gpu_id": None})) == 0
+    assert handler._gpu_id(None) == 0

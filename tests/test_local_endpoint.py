@@ -98,7 +98,7 @@ def _logits(served, body, content_type):
 # ------------------------------------------------------------------------------------ the stack
 
 
-def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_one_worker(served):
+def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_the_configured_workers(served):
     endpoint, runtime = served.endpoint, served.case.runtime
     commands = {pid: psutil.Process(pid).cmdline() for pid in endpoint.pids()}
     launcher = commands[endpoint.process.pid]
@@ -108,16 +108,20 @@ def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_one_worker(
     config = endpoint.work_dir / ("sagemaker-ts.properties" if served.torchserve else "sagemaker-mms.properties")
     assert frontend.cmdline()[0].startswith(str(runtime.venv)) and frontend.cmdline()[0].endswith("/bin/java")
     assert str(config) in frontend.cmdline() and f":{endpoint.port}" in config.read_text()
-    [worker] = endpoint.workers()
-    assert worker.cmdline()[0] == str(runtime.python) and worker.ppid() == frontend.pid
-    # The worker imports from the handler's code/ and its own venv: not from this repository, nor this venv.
-    python_path = [entry for entry in worker.environ().get("PYTHONPATH", "").split(os.pathsep) if entry]
-    assert str(endpoint.work_dir / "model" / "code") in python_path
-    assert not [entry for entry in python_path if entry == str(REPO) or entry.startswith(str(REPO / ".venv") + os.sep)]
-    # Everything else is the toolkit's or the worker's: MMS 1.1.2 forks its serving process from the worker.
-    others = set(commands) - {endpoint.process.pid, frontend.pid, worker.pid}
+    # The endpoint's worker count for its instance type (config/workers.py), as the container environment says.
+    workers = int(served.case.container_environment()["SAGEMAKER_MODEL_SERVER_WORKERS"])
+    started = endpoint.workers()
+    assert len(started) == (workers if served.torchserve else 1)  # MMS 1.1 starts one and forks the others from it
+    for worker in started:
+        assert worker.cmdline()[0] == str(runtime.python) and worker.ppid() == frontend.pid
+        # The worker imports from the handler's code/ and its own venv: not from this repository, nor this venv.
+        python_path = [entry for entry in worker.environ().get("PYTHONPATH", "").split(os.pathsep) if entry]
+        assert str(endpoint.work_dir / "model" / "code") in python_path
+        assert not [entry for entry in python_path if entry == str(REPO) or entry.startswith(str(REPO / ".venv") + os.sep)]
+    # Everything else is the toolkit's or the worker's: MMS 1.1.2 forks one serving process per worker.
+    others = set(commands) - {endpoint.process.pid, frontend.pid} - {worker.pid for worker in started}
     assert all(endpoint.model_server.worker in " ".join(commands[pid]) for pid in others), commands
-    assert len(others) == (0 if served.torchserve else 1)
+    assert len(others) == (0 if served.torchserve else workers)
     assert (endpoint.work_dir / "model" / "code" / "inference.py").is_file()
 
 
@@ -254,7 +258,10 @@ def test_serverless_serves_the_cpu_artifact_with_the_cpu_environment(serving_cas
     serverless, cpu = serving_case("serverless"), serving_case("cpu")
     assert serverless.runtime == cpu.runtime
     assert serverless.manifest["sha256"] == cpu.manifest["sha256"]
-    assert serverless.container_environment() == cpu.container_environment()
+    # The same container environment but for the worker count, which follows the host (config/workers.py).
+    host_settings = ("SAGEMAKER_MODEL_SERVER_WORKERS",)
+    assert {k: v for k, v in serverless.container_environment().items() if k not in host_settings} == \
+        {k: v for k, v in cpu.container_environment().items() if k not in host_settings}
 
 
 def test_the_cli_builds_for_the_named_runtime_serves_and_stops_on_sigterm(serving_case, tmp_path):

@@ -46,7 +46,7 @@ class ModelEndpoint(Construct):
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=target.image_uri,
                 model_data_url=model_data_url,
-                environment=container_environment(deployment.spec),
+                environment=container_environment(deployment),
             ),
         )
         self.endpoint_config = sagemaker.CfnEndpointConfig(
