@@ -9,7 +9,8 @@ stack and called over HTTP.
 | mxnet-1.9.0      | Python 3.8, MXNet 1.9.0, sagemaker-mxnet-inference 1.5.5 + sagemaker-inference 1.10.1      |
 |                  | (multi-model-server 1.1.8 on the model directory), Java 17                                 |
 
-The requests are tests/test_mxnet_handler.py's tables (GOOD, BAD). The expected answers come from the handler's
+The requests are tests/test_mxnet_handler.py's tables (GOOD, BAD), with its serving.limits configured (they differ
+from every default, so the 413 rows show the configuration reaching the handler). The expected answers come from the handler's
 own functions called in process in the same runtime venv (REFERENCE below, no toolkit, no Java), so what is
 compared is what the toolkit and the model server add: headers, statuses, bodies, the worker that keeps serving.
 Each server starts once per runtime; the last test of each stops it and checks that nothing is left.
@@ -21,6 +22,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import pytest
 from local_serving import __main__ as cli
 from tests.conftest import REPO, make_config
 from tests.serving_processes import assert_gone, assert_stops_leaving_nothing, serve_cli
-from tests.test_mxnet_handler import BAD, DETECTIONS, GOOD, GOOD_REQUESTS, expected_shape, strict_json
+from tests.test_mxnet_handler import BAD, DETECTIONS, GOOD, GOOD_REQUESTS, LIMITS, as_request, expected_shape, strict_json
 
 pytestmark = pytest.mark.slow
 
@@ -85,18 +87,24 @@ class Built:
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """The detector's artifact per runtime, built as `make serve` builds it (both at once: two runtimes' venvs)."""
+    import yaml
+
     from config import load_config
     from config.container import container_environment
 
     root = tmp_path_factory.mktemp("detector")
     config_dir = make_config(root / "config", models=("image-classifier", "object-detector"))  # configured: eia 1.4.1
+    detector_file = config_dir / "models" / f"{MODEL}.yaml"
+    detector = yaml.safe_load(detector_file.read_text())
+    detector["serving"]["limits"] = dict(LIMITS)
+    detector_file.write_text(yaml.safe_dump(detector))
     config = load_config(config_dir)
 
     def build(name):
         selection = cli.select(config, MODEL, name)
         selection.runtime.require()  # a missing venv fails with its fix
         artifact, manifest = cli.build(config, selection, root / "artifacts", config_dir.parent)
-        return Built(selection.runtime, config_dir, artifact, manifest, container_environment(selection.deployment.spec))
+        return Built(selection.runtime, config_dir, artifact, manifest, container_environment(selection.deployment))
 
     with ThreadPoolExecutor(len(RUNTIME_NAMES)) as pool:
         return dict(zip(RUNTIME_NAMES, pool.map(build, RUNTIME_NAMES)))
@@ -141,7 +149,7 @@ def served(request, builds, tmp_path_factory):
     from local_serving.server import LocalEndpoint
 
     name, built = request.param, builds[request.param]
-    reference = _start_reference(built, GOOD_REQUESTS + [bad for _, bad, _ in BAD], tmp_path_factory.mktemp(f"reference-{name}"))
+    reference = _start_reference(built, GOOD_REQUESTS + [as_request(row) for row in BAD], tmp_path_factory.mktemp(f"reference-{name}"))
     endpoint = LocalEndpoint(built.artifact, built.manifest["input_shape"], tmp_path_factory.mktemp(f"opt-ml-{name}"),
                              built.container_env, built.runtime)
     try:
@@ -188,7 +196,7 @@ def _detections(served, index):
 # ------------------------------------------------------------------------------------ the stack
 
 
-def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_one_worker(served):
+def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_the_configured_workers(served):
     endpoint, runtime = served.endpoint, served.built.runtime
     site_packages = str(next(runtime.venv.glob("lib/python*/site-packages")))
     commands = {pid: psutil.Process(pid).cmdline() for pid in endpoint.pids()}
@@ -216,16 +224,35 @@ def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_one_worker(
     # (local_serving.container moves it to a free port); the 1.10.1 toolkit puts it on the inference port.
     listening = {c.laddr.port for c in frontend.net_connections("inet") if c.status == psutil.CONN_LISTEN}
     assert endpoint.port in listening and 8081 not in listening and len(listening) == (2 if served.eia else 1), listening
-    [worker] = endpoint.workers()
-    assert worker.cmdline()[0] == str(runtime.python) and worker.ppid() == frontend.pid
-    # The worker imports from the handler's code/ and its own venv: not from this repository, nor this venv.
-    python_path = [entry for entry in worker.environ().get("PYTHONPATH", "").split(os.pathsep) if entry]
-    assert str(endpoint.work_dir / "model" / "code") in python_path
-    assert not [entry for entry in python_path if entry == str(REPO) or entry.startswith(str(REPO / ".venv") + os.sep)]
-    assert worker.environ().get("OMP_NUM_THREADS") == "1"  # the toolkit's settings reached the worker
-    # Everything else is the worker's own: no second worker, no other server.
-    others = set(commands) - {endpoint.process.pid, frontend.pid, worker.pid}
-    assert all(endpoint.model_server.worker in " ".join(commands[pid]) and psutil.Process(pid).ppid() == worker.pid
+    # As many workers as the container environment asks for (one where it does not say), each with its threads.
+    # mxnet-model-server 1.0.5 starts each worker process; multi-model-server 1.1.8 starts one, which forks a
+    # process per worker. They start in turn; the endpoint is up once one of them answers.
+    container_env = served.built.container_env
+
+    def serving():
+        workers = endpoint.workers()
+        forks = [child for worker in workers for child in worker.children()
+                 if endpoint.model_server.worker in " ".join(child.cmdline())]
+        return workers, (forks if not served.eia else workers)
+
+    expected, deadline = int(container_env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")), time.monotonic() + 120
+    while len(serving()[1]) < expected and time.monotonic() < deadline:
+        time.sleep(1)
+    workers, processes = serving()
+    assert len(processes) == expected and (served.eia or len(workers) == 1), (workers, processes)
+    for worker in processes:
+        assert worker.cmdline()[0] == str(runtime.python) and worker.ppid() in {frontend.pid} | {w.pid for w in workers}
+        # The worker imports from the handler's code/ and its own venv: not from this repository, nor this venv.
+        python_path = [entry for entry in worker.environ().get("PYTHONPATH", "").split(os.pathsep) if entry]
+        assert str(endpoint.work_dir / "model" / "code") in python_path
+        assert not [entry for entry in python_path if entry == str(REPO) or entry.startswith(str(REPO / ".venv") + os.sep)]
+        # the container's (or else the toolkit's) thread settings reached the worker
+        assert worker.environ().get("OMP_NUM_THREADS") == container_env.get("OMP_NUM_THREADS", "1")
+    # Everything else is a worker's own: no other worker, no other server.
+    worker_pids = {worker.pid for worker in workers}
+    commands = {pid: psutil.Process(pid).cmdline() for pid in endpoint.pids()}
+    others = set(commands) - {endpoint.process.pid, frontend.pid} - worker_pids
+    assert all(endpoint.model_server.worker in " ".join(commands[pid]) and psutil.Process(pid).ppid() in worker_pids
                for pid in others), commands
 
 
@@ -253,13 +280,18 @@ def test_good_requests_answer_the_detections_the_handler_computes_in_the_runtime
 # ------------------------------------------------------------------------------------ bad requests
 
 
-@pytest.mark.parametrize("index", range(len(BAD)), ids=[name for name, *_ in BAD])
+def test_the_configured_limits_reach_the_container(served):
+    assert {key: int(served.built.container_env[f"INFERENCE_{key.upper()}"]) for key in LIMITS} == LIMITS
+
+
+@pytest.mark.parametrize("index", range(len(BAD)), ids=[row.name for row in BAD])
 def test_bad_requests_get_their_status_and_message(served, index):
-    _, bad, status = BAD[index]
-    reference = served.bad[index]
+    row = BAD[index]
+    status, reference = row.status, served.bad[index]
     assert reference["status"] == status  # the handler's own answer, in process
     message = json.loads(reference["body"])["error"]
-    answer = post(served.url, bad)
+    assert row.message in message, (row.message, message)
+    answer = post(served.url, as_request(row))
     assert answer.status == status, answer
     # Both: the handler's one-line JSON body. sagemaker-inference 1.1.0 (unlike the PyTorch EIA image's 1.5) appends
     # no traceback to its error class's message.
@@ -288,8 +320,8 @@ def test_a_body_above_the_servers_default_limit_still_gets_the_handlers_413(serv
 def test_the_same_worker_keeps_serving_after_a_burst_of_bad_requests(served):
     before = _detections(served, 0).body
     processes = served.endpoint.pids()
-    statuses = [post(served.url, bad).status for _ in range(BURST_ROUNDS) for _, bad, _ in BAD]
-    assert statuses == [status for _ in range(BURST_ROUNDS) for _, _, status in BAD]
+    statuses = [post(served.url, as_request(row)).status for _ in range(BURST_ROUNDS) for row in BAD]
+    assert statuses == [row.status for _ in range(BURST_ROUNDS) for row in BAD]
     assert _detections(served, 0).body == before
     assert served.endpoint.pids() == processes  # no worker died and was replaced
 
