@@ -272,6 +272,13 @@ class LocalEndpoint:
         frontends = {process.pid for process in self.frontends()}
         return [process for process in _processes_with(self.model_server.worker) if _ppid(process) in frontends]
 
+    def model_workers(self) -> List[psutil.Process]:
+        """The processes that load the model and answer: the workers the frontend started, or their children where
+        a worker forks one per configured worker (multi-model-server 1.1.x) instead of serving itself."""
+        workers = self.workers()
+        forks = [child for worker in workers for child in worker.children() if self.model_server.worker in " ".join(_cmdline(child))]
+        return forks or workers
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_file.exists():
             return ""

@@ -230,10 +230,7 @@ def test_the_runtime_s_own_stack_serves_it_toolkit_java_frontend_and_the_configu
     container_env = served.built.container_env
 
     def serving():
-        workers = endpoint.workers()
-        forks = [child for worker in workers for child in worker.children()
-                 if endpoint.model_server.worker in " ".join(child.cmdline())]
-        return workers, (forks if not served.eia else workers)
+        return endpoint.workers(), endpoint.model_workers()
 
     expected, deadline = int(container_env.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1")), time.monotonic() + 120
     while len(serving()[1]) < expected and time.monotonic() < deadline:

@@ -58,14 +58,6 @@ def _mix(limits: Dict[str, int]):
     return mix
 
 
-def _serving_workers(endpoint) -> List[psutil.Process]:
-    """The processes that load the model and answer: TorchServe's workers, or the forks of multi-model-server 1.1's
-    worker (it starts one Python process that forks a child per worker), i.e. worker processes with no worker child."""
-    marker = endpoint.model_server.worker
-    found = [psutil.Process(pid) for pid in endpoint.pids() if marker in " ".join(psutil.Process(pid).cmdline())]
-    return [process for process in found if not any(marker in " ".join(child.cmdline()) for child in process.children())]
-
-
 def _memory(workers: List[psutil.Process]) -> Dict[int, int]:
     return {worker.pid: worker.memory_info().rss for worker in workers}
 
@@ -88,7 +80,7 @@ def soaked(serving_case, tmp_path_factory):
     endpoint = LocalEndpoint(case.artifact_dir / "model.tar.gz", case.manifest["input_shape"],
                              tmp_path_factory.mktemp("soak"), environment, case.runtime)
     with endpoint:
-        workers = _serving_workers(endpoint)
+        workers = endpoint.model_workers()
         started = time.monotonic()
         deadline = started + DURATION_S
         sent = itertools.count()
@@ -116,7 +108,7 @@ def soaked(serving_case, tmp_path_factory):
             thread.join(DURATION_S + 120)
         memory_at_end = _memory(workers)
         cpu_used = {pid: seconds - cpu_before[pid] for pid, seconds in _cpu_seconds(workers).items()}
-        workers_at_end = sorted(w.pid for w in _serving_workers(endpoint))
+        workers_at_end = sorted(w.pid for w in endpoint.model_workers())
         elapsed = time.monotonic() - started
     return dict(outcomes=outcomes, workers=sorted(w.pid for w in workers), workers_at_end=workers_at_end, cpu_used=cpu_used,
                 memory_after_warm_up=memory_after_warm_up, memory_at_end=memory_at_end, elapsed=elapsed, mix=mix)

@@ -83,12 +83,8 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def _model_worker(endpoint) -> psutil.Process:
-    """The one process that loaded the model (multi-model-server 1.1 forks it from its worker launcher)."""
-    marker = endpoint.model_server.worker
-    found = [psutil.Process(pid) for pid in endpoint.pids() if marker in " ".join(psutil.Process(pid).cmdline())]
-    leaves = [p for p in found if not any(marker in " ".join(c.cmdline()) for c in p.children())]
-    assert len(leaves) == 1, [p.cmdline() for p in found]
-    return leaves[0]
+    [worker] = endpoint.model_workers()
+    return worker
 
 
 @pytest.fixture(scope="module", params=list(STATED_PEAK_MIB))
@@ -121,14 +117,14 @@ def measured(request, tmp_path_factory) -> Dict[str, object]:
     return {"case": case, "peaks": peaks, "peak": max(peaks.values())}
 
 
-def _smallest_budget_mib() -> Dict[str, float]:
+def _smallest_budget_mib(tmp_path) -> Dict[str, float]:
     """Per profile of the example config: its host's memory (MiB) divided by the workers it runs there."""
     from config import load_config
     from config.workers import instance_types, worker_plan
 
     budgets = {}
     for profile in ("eia", "gpu", "cpu", "serverless"):
-        config = load_config(make_config_for(profile))
+        config = load_config(make_config(tmp_path / profile, lambda m, p=profile: (m["build"].update(EXAMPLE), m["serving"].update(profile=p))))
         deployment = config.environment("prod").models[0]
         target = deployment.target
         memory_mib = target.memory_size_mb if target.is_serverless else instance_types()[target.instance_type]["memory_gib"] * 1024
@@ -136,20 +132,12 @@ def _smallest_budget_mib() -> Dict[str, float]:
     return budgets
 
 
-def make_config_for(profile: str):
-    import tempfile
-    from pathlib import Path
-
-    return make_config(Path(tempfile.mkdtemp(prefix=f"budget-{profile}-")) / "config",
-                       lambda m: (m["build"].update(EXAMPLE), m["serving"].update(profile=profile)))
-
-
 def test_the_worst_admitted_requests_stay_under_the_stated_peak(measured):
     assert measured["peak"] <= STATED_PEAK_MIB[measured["case"]], measured["peaks"]
 
 
-def test_the_stated_peak_fits_the_smallest_host_of_every_profile():
-    budgets = _smallest_budget_mib()
+def test_the_stated_peak_fits_the_smallest_host_of_every_profile(tmp_path):
+    budgets = _smallest_budget_mib(tmp_path)
     print("\nmemory per worker on each profile's host:", {p: f"{mib:.0f} MiB" for p, mib in budgets.items()})
     assert max(STATED_PEAK_MIB.values()) < min(budgets.values()), budgets
 
