@@ -66,7 +66,8 @@ def run(options: Options, progress: Progress) -> dict:
         return call
 
     waited = wait_for_no_torchserve(options.server_wait_s, progress)
-    environment = container_environment(load_config(REPO / "config").models["image-classifier"])
+    config = load_config(REPO / "config")
+    environment = container_environment(next(d for d in config.environments[0].models if d.name == "image-classifier"))
     # The runtime the artifact was built for (convert --runtime-torch 2.6.0, the cpu profile): its venv's TorchServe.
     built_for = manifest["target_runtime"]
     runtime = runtime_for(built_for["framework"], built_for["framework_version"], built_for["profile"])
