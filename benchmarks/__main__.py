@@ -63,7 +63,8 @@ def main(argv: List[str]) -> int:
         sections[name] = section
         for entry in section["targets"]:
             if entry["verdict"]:
-                progress.say(f"{entry['what']}: {entry['ratio']:.2f}x (target {report.format_target(entry)}) {entry['verdict']}")
+                progress.say(f"{entry['what']}: {report.format_ratio(entry['ratio'], entry.get('unit', 'x'))} "
+                             f"(target {report.format_target(entry)}) {entry['verdict']}")
         progress.say(f"done in {section['duration_s']:.0f}s")
 
     if sections:

@@ -37,8 +37,12 @@ def convert_command(options: Options, out_dir: Path):
 
 
 def _run_convert(options: Options, out_dir: Path) -> subprocess.CompletedProcess:
+    return run_build_cli(convert_command(options, out_dir))
+
+
+def run_build_cli(command) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": "1"}  # the build tool's one-line-per-model output
-    done = subprocess.run(convert_command(options, out_dir), cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the build CLI failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return done

@@ -12,7 +12,6 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WORK_DIR = REPO / "build" / "bench"
-TORCHSERVE_MARKER = "org.pytorch.serve.ModelServer"  # TorchServe's Java frontend, in its command line
 
 
 # ------------------------------------------------------------------------------------ statistics
@@ -54,9 +53,11 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def target(what: str, value: float, limit: Optional[float], better: str = "lower", short: Optional[str] = None) -> dict:
-    """A ratio and its target: PASS when value <= limit (better="lower") or >= limit (better="higher").
+def target(what: str, value: float, limit: Optional[float], better: str = "lower", short: Optional[str] = None,
+           unit: str = "x") -> dict:
+    """A measured value and its target: PASS when value <= limit (better="lower") or >= limit (better="higher").
 
+    The value is a ratio ("x") or, with unit="ms", milliseconds; it is kept under "ratio" either way, and
     `short` labels it on the chart."""
     if limit is None:
         verdict = None
@@ -66,13 +67,26 @@ def target(what: str, value: float, limit: Optional[float], better: str = "lower
         verdict = "PASS" if value >= limit else "MISS"
     else:
         raise ValueError(f"better must be 'lower' or 'higher', not {better!r}")
-    return {"what": what, "short": short or what, "ratio": value, "target": limit, "better": better, "verdict": verdict}
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    return {"what": what, "short": short or what, "ratio": value, "target": limit, "better": better, "verdict": verdict, "unit": unit}
+
+
+UNITS = ("x", "ms")
 
 
 # ------------------------------------------------------------------------------------ timing
 
 
 MAX_OTHER_CORES = 0.25  # a round during which other processes used more CPU than this is set aside
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """What a candidate that times itself returns (in another process, say): its own seconds, which
+    interleaved() then records instead of its own clock around the call, so the transport is not counted."""
+
+    seconds: float
 
 
 @dataclass
@@ -127,7 +141,7 @@ def interleaved(
     ones: the untimed calls absorb the switch from the previous candidate (ONNX Runtime's worker
     threads keep spinning after a run; the other model's weights fill the caches), so the timed
     ones show each candidate in the steady state a server running one model is in. `settle_s`
-    pauses (untimed) after every call.
+    pauses (untimed) after every call. A candidate that returns an Elapsed is recorded with its seconds.
     """
     give_up_s = give_up_s if give_up_s is not None else 2 * budget_s
     names = list(candidates)
@@ -156,9 +170,10 @@ def interleaved(
         for name in names[shift:] + names[:shift]:
             for index in range(switch_runs + timed_runs):
                 begin = clock()
-                candidates[name]()
+                result = candidates[name]()
+                seconds = result.seconds if isinstance(result, Elapsed) else clock() - begin
                 if index >= switch_runs:
-                    this_round.setdefault(name, []).append(clock() - begin)
+                    this_round.setdefault(name, []).append(seconds)
                 if settle_s:
                     sleep(settle_s)
         other = watch.other_cores() if watch else None
@@ -338,34 +353,29 @@ def wait_until_quiet(max_wait_s: float, progress: Progress, threshold_cores: flo
         progress.say(f"other processes use {load:.2f} cores; waiting for a quiet machine ({waited:.0f}/{max_wait_s:.0f}s)")
 
 
-# ------------------------------------------------------------------------------------ TorchServe
+# ------------------------------------------------------------------------------------ model servers
 
 
-def torchserve_pids() -> List[int]:
-    import psutil
+def model_server_pids(kind: str = "torchserve") -> List[int]:
+    """Java frontends of that kind ("torchserve" or "mms") running anywhere on this machine."""
+    from local_serving.server import running_model_server_pids
 
-    pids = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if TORCHSERVE_MARKER in " ".join(process.info["cmdline"] or ()):
-                pids.append(process.pid)
-        except psutil.Error:
-            continue
-    return pids
+    return running_model_server_pids(kind)
 
 
-def wait_for_no_torchserve(max_wait_s: float, progress: Progress, poll_s: float = 5.0) -> float:
-    """Only one TorchServe may run on the machine: poll until none does; seconds waited."""
+def wait_for_no_model_server(max_wait_s: float, progress: Progress, kind: str = "torchserve", poll_s: float = 5.0) -> float:
+    """Only one model server of a kind may run on the machine (the toolkit refuses a second): poll until none
+    does; seconds waited."""
     started = time.monotonic()
     while True:
-        running = torchserve_pids()
+        running = model_server_pids(kind)
         waited = time.monotonic() - started
         if not running:
             return round(waited, 1)
         if waited >= max_wait_s:
-            raise RuntimeError(f"another TorchServe ({TORCHSERVE_MARKER}, pid {running}) still runs after {waited:.0f}s; "
+            raise RuntimeError(f"another {kind} model server (pid {running}) still runs after {waited:.0f}s; "
                                "only one may run on this machine: try again when it has stopped")
-        progress.say(f"another TorchServe runs (pid {', '.join(map(str, running))}); waiting ({waited:.0f}/{max_wait_s:.0f}s)")
+        progress.say(f"another {kind} model server runs (pid {', '.join(map(str, running))}); waiting ({waited:.0f}/{max_wait_s:.0f}s)")
         time.sleep(poll_s)
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import build as build_benchmark
 from benchmarks.common import (MAX_OTHER_CORES, REPO, CpuMonitor, Options, Progress, percentile, ratio, target,
-                               wait_for_no_torchserve, wait_until_quiet)
+                               wait_for_no_model_server, wait_until_quiet)
 
 NAME = "concurrency"
 TITLE = "Workers x threads per worker: throughput and p99 at concurrency 1, 4, 16"
@@ -172,7 +172,7 @@ def run(options: Options, progress: Progress) -> dict:
         order = candidates if index % 2 == 0 else candidates[::-1]
         for workers, threads in order:
             name = label(workers, threads)
-            waited += wait_for_no_torchserve(options.server_wait_s, progress)
+            waited += wait_for_no_model_server(options.server_wait_s, progress)
             env = {**base_env, **worker_environment(workers, threads)}
             endpoint = LocalEndpoint(artifact_dir / "model.tar.gz", input_shape, options.work_dir / f"concurrency-{name}", env, runtime)
             progress.say(f"pass {index + 1}/{plan['passes']}: {name} ({workers} TorchServe worker(s) x {threads} thread(s)) starting")

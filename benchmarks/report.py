@@ -49,14 +49,18 @@ def _numeric(cell: str) -> bool:
     return bool(re.match(r"^[+-]?[0-9.]+(x| s| ms| MB/s)?( .*)?$", str(cell))) or str(cell) == "—"
 
 
-def format_ratio(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f}x"
+def format_ratio(value: Optional[float], unit: str = "x") -> str:
+    """A target's measured value: "1.07x" for a ratio, "2.4 ms" for milliseconds."""
+    if value is None:
+        return "—"
+    return f"{value:.1f} ms" if unit == "ms" else f"{value:.2f}x"
 
 
 def format_target(entry: dict) -> str:
     if entry.get("target") is None:
         return "—"
-    return ("≤ " if entry.get("better", "lower") == "lower" else "≥ ") + f"{entry['target']:.2f}x"
+    bound = format_ratio(entry["target"], entry.get("unit", "x")).replace(".0 ms", " ms")
+    return ("≤ " if entry.get("better", "lower") == "lower" else "≥ ") + bound
 
 
 def environment_line(section: dict) -> str:
@@ -79,8 +83,9 @@ def render(results: dict, modules: Dict[str, object], order: List[str]) -> str:
     summary = []
     for name, section in sections.items():
         for entry in section.get("targets", []):
-            summary.append([name, entry["what"], format_ratio(entry["ratio"]), format_target(entry), entry["verdict"] or "—"])
-    parts = ["## Results", "", markdown_table(["benchmark", "ratio", "measured", "target", "result"], summary)]
+            summary.append([name, entry["what"], format_ratio(entry["ratio"], entry.get("unit", "x")), format_target(entry),
+                            entry["verdict"] or "—"])
+    parts = ["## Results", "", markdown_table(["benchmark", "measure", "measured", "target", "result"], summary)]
     for name, section in sections.items():
         headers, rows = modules[name].table(section)
         parts += ["", f"### {order.index(name) + 1}. {section['title']} (`{name}`)", "", environment_line(section), "", markdown_table(headers, rows)]
@@ -145,12 +150,13 @@ def _targets(ax, sections: dict) -> None:
     values = [e["ratio"] / e["target"] if e.get("better", "lower") == "lower" else e["target"] / e["ratio"] for _, e in entries]
     colors = ["tab:green" if e["verdict"] == "PASS" else "tab:red" for _, e in entries]
     bars = ax.barh(range(len(entries)), values, color=colors)
-    ax.bar_label(bars, labels=[f"{e['ratio']:.2f}x (target {format_target(e)})" for _, e in entries], fontsize=7)
+    ax.bar_label(bars, labels=[f"{format_ratio(e['ratio'], e.get('unit', 'x'))} (target {format_target(e)})" for _, e in entries],
+                 fontsize=7)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_yticks(range(len(entries)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max(values) * 1.45)
-    ax.set_xlabel("measured ratio / target (left of the line: PASS)")
+    ax.set_xlabel("measured / target (left of the line: PASS)")
     ax.set_title("Targets", fontsize=10)
 
 

@@ -1,139 +1,205 @@
-"""Serving overhead: p50/p99 through the real local serving stack vs an in-process forward.
+"""Serving overhead per runtime: what a request spends outside the forward pass, in the runtime the endpoint runs.
 
-The model is the ResNet-50 example built with the "optimized" recipe (the same artifact the build
-benchmark builds). It is served by LocalEndpoint in the pytorch-2.6.0 runtime's venv (its
-sagemaker-pytorch-inference 2.0 + TorchServe, one worker, the handler in code/inference.py), called
-over HTTP on 127.0.0.1 with batch 1: an npy body and a JPEG body (decoded and resized by the handler),
-answered with the JSON top-5. The in-process baseline is the archive's own model.pt, loaded and put in
-its served form as the handler does, with as many threads as the worker has (torch's default, the core
-count). The three are measured interleaved, round by round, while the server is up. Target: p50 within
-1.10x of in-process.
+| runtime           | the image it mirrors                    | model server             |
+|-------------------|-----------------------------------------|--------------------------|
+| pytorch-2.6.0     | pytorch-inference:2.6.0 (the successors) | TorchServe 0.12.0        |
+| eia-pytorch-1.5.1 | pytorch-inference-eia:1.5.1 (EIA)        | multi-model-server 1.1.2 |
+
+The model is a probe: the example-resnet-tiny layout, built for the runtime (its recipe, in its venv) at the
+ResNet-50 input size. The request (a 602 KB npy body, 1x3x224x224 float32, batch 1), its decoding and the JSON
+top-5 answer are the real ones, while the forward takes about 2 ms, so the overhead is measured to a tenth of a
+millisecond; a ResNet-50 forward varies by more than that from one call to the next.
+
+The archive is served by LocalEndpoint with the classifier's container environment (its workers and threads,
+config/workers.py) and called over one keep-alive connection (local_serving.client.Connection), as a load
+balancer calls a container. The baseline is the same archive in the same runtime: a process of the runtime's
+Python (benchmarks/in_runtime.py) loads it with the archive's own model_fn and times the handler's forward with
+the worker's threads, and the handler's whole share (input_fn + predict_fn + output_fn). The three are measured
+in interleaved rounds while the server is up, after the server's Java has been warmed by WARMUP_REQUESTS calls.
+Overhead = served p50 - forward p50. Target: at most 3 ms per runtime.
 """
 import json
-import tarfile
-import tempfile
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Dict
 
-from benchmarks import build as build_benchmark
-from benchmarks.common import REPO, CpuMonitor, Options, Progress, interleaved, ratio, summarize, target, wait_for_no_torchserve
+from benchmarks.build import run_build_cli
+from benchmarks.common import (REPO, CpuMonitor, Elapsed, Options, Progress, interleaved, summarize, target,
+                               wait_for_no_model_server)
 
 NAME = "serving"
-TITLE = "Serving overhead: local serving stack vs in-process forward"
-TARGET_P50 = 1.10
-IN_PROCESS, NPY, JPEG = "in-process forward", "HTTP, npy body", "HTTP, JPEG body"
-# Per round, each path makes one untimed call (it absorbs the switch between the worker and this process), then 2 timed.
-ROUNDS = dict(warmup=5, switch_runs=1, timed_runs=2, min_rounds=40, max_rounds=100, budget_s=45.0, give_up_s=90.0)
+TITLE = "Serving overhead per runtime: served p50 - in-runtime forward p50"
+TARGET_OVERHEAD_MS = 3.0
+# runtime -> the recipe its artifacts are built with (config/serving_targets.py picks the same ones).
+RUNTIMES = {"pytorch-2.6.0": "optimized", "eia-pytorch-1.5.1": "eia-1.5"}
+PROBE_MODEL, PROBE_INPUT_SHAPE = "example-resnet-tiny", (1, 3, 224, 224)
+FORWARD, HANDLER, SERVED = "in-runtime forward", "in-runtime handler", "served, npy body"
+THREAD_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# The Java frontends compile their request path after a few thousand calls; before that, p50 is 1-2 ms higher.
+WARMUP_REQUESTS, QUICK_WARMUP_REQUESTS = 3000, 20
+ROUNDS = dict(warmup=20, switch_runs=1, timed_runs=5, min_rounds=100, max_rounds=400, budget_s=30.0, give_up_s=60.0)
 QUICK_ROUNDS = dict(warmup=2, switch_runs=1, timed_runs=1, min_rounds=5, max_rounds=10, budget_s=2.0, give_up_s=0.0)
+
+
+class InRuntimeBaseline:
+    """The archive in the runtime's own Python (benchmarks/in_runtime.py); call(kind) -> Elapsed, timed there."""
+
+    def __init__(self, runtime, model_dir: Path, body_file: Path, container_env: Dict[str, str], log_file: Path):
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON") and key != "VIRTUAL_ENV"}
+        env.update({key: container_env[key] for key in THREAD_SETTINGS if key in container_env})
+        self.log_file = log_file
+        with open(log_file, "wb") as log:
+            # -I: not this repository's benchmarks/ on sys.path, nor this venv's settings; only the archive's code/.
+            self.process = subprocess.Popen([str(runtime.require()), "-I", str(Path(__file__).with_name("in_runtime.py")),
+                                             str(model_dir), str(body_file)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        if self.process.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"the in-runtime baseline ({runtime.name}) did not start:\n{log_file.read_text()[-3000:]}")
+
+    def call(self, kind: str) -> Elapsed:
+        self.process.stdin.write(kind + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the in-runtime baseline stopped:\n{self.log_file.read_text()[-3000:]}")
+        return Elapsed(float(line))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def probe_artifact(runtime_name: str, options: Options, progress: Progress) -> Path:
+    """The probe model's model.tar.gz for a runtime, built in that runtime's venv (a no-op when up to date)."""
+    from runtimes import RUNTIMES as ALL_RUNTIMES
+
+    out_dir = options.work_dir / f"serving-probe-{runtime_name}"
+    command = [sys.executable, "-m", "model_artifacts", "convert", "--example", PROBE_MODEL,
+               "--input-shape", *map(str, PROBE_INPUT_SHAPE), "--recipe", RUNTIMES[runtime_name],
+               "--runtime-torch", ALL_RUNTIMES[runtime_name].framework_version, "--out", str(out_dir)]
+    progress.say(f"probe artifact for {runtime_name}: {' '.join(command[1:])}")
+    run_build_cli(command)
+    return out_dir
 
 
 def run(options: Options, progress: Progress) -> dict:
     import numpy as np
-    import torch
 
     from config import load_config
     from config.container import container_environment
-    from local_serving.client import example_image, invoke, npy
-    from local_serving.server import LocalEndpoint
-    from model_artifacts.runtime_export import served_form
-    from runtimes import runtime_for
+    from local_serving.client import Connection, npy
+    from local_serving.server import LocalEndpoint, installed_model_server
+    from runtimes import RUNTIMES as ALL_RUNTIMES
 
-    artifact_dir = build_benchmark.ensure_artifact(options, progress)
-    manifest = json.loads((artifact_dir / "manifest.json").read_text())
-    input_shape = manifest["input_shape"]
-    recipe = manifest["recipe"]
-    array = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    bodies = {NPY: (npy(array), "application/x-npy"), JPEG: (example_image("JPEG"), "image/jpeg")}
-
-    with tempfile.TemporaryDirectory(prefix="bench-serving-", dir=options.work_dir) as tmp:
-        with tarfile.open(artifact_dir / "model.tar.gz") as archive:
-            archive.extract("model.pt", tmp, filter="data")
-        module = served_form(torch.jit.load(str(Path(tmp) / "model.pt"), map_location="cpu"), recipe)
-    threads = torch.get_num_threads()
-    tensor = torch.from_numpy(array)
-
-    def forward():
-        with torch.no_grad():
-            module(tensor)
-
-    def request(kind):
-        body, content_type = bodies[kind]
-
-        def call():
-            answer = invoke(endpoint.url, body, content_type, "application/json", timeout=60)
-            if answer.status != 200:
-                raise RuntimeError(f"{kind}: status {answer.status}: {answer.body[:500]!r}")
-        return call
-
-    waited = wait_for_no_torchserve(options.server_wait_s, progress)
     config = load_config(REPO / "config")
     environment = container_environment(next(d for d in config.environments[0].models if d.name == "image-classifier"))
-    # The runtime the artifact was built for (convert --runtime-torch 2.6.0, the cpu profile): its venv's TorchServe.
-    built_for = manifest["target_runtime"]
-    runtime = runtime_for(built_for["framework"], built_for["framework_version"], built_for["profile"])
-    endpoint = LocalEndpoint(artifact_dir / "model.tar.gz", input_shape, options.work_dir / "serving-endpoint", environment, runtime)
-    progress.say(f"starting the local serving stack ({runtime.name}: TorchServe, 1 worker) for {manifest['model']} ({recipe})")
-    started = time.perf_counter()
-    with endpoint:
-        startup_s = time.perf_counter() - started
-        plan = QUICK_ROUNDS if options.quick else ROUNDS
-        progress.say(f"ready in {startup_s:.1f}s; {plan['warmup']} warm-up calls each, then "
-                     f"{plan['min_rounds']}-{plan['max_rounds']} rounds of (in-process, npy, JPEG)")
-        monitor = CpuMonitor(extra_pids=endpoint.pids).start()
-        timings = interleaved({IN_PROCESS: forward, NPY: request(NPY), JPEG: request(JPEG)},
-                              monitor=lambda: CpuMonitor(extra_pids=endpoint.pids), progress=progress, **plan)
-        other_cores = monitor.other_cores()
+    body = npy(np.random.default_rng(0).standard_normal(PROBE_INPUT_SHAPE).astype(np.float32))
+    body_file = options.work_dir / "serving-probe-body.npy"
+    body_file.write_bytes(body)
+    plan = QUICK_ROUNDS if options.quick else ROUNDS
+    warmup_requests = QUICK_WARMUP_REQUESTS if options.quick else WARMUP_REQUESTS
+    monitor = CpuMonitor().start()
+    results, targets = {}, []
+    for name in RUNTIMES:
+        runtime = ALL_RUNTIMES[name]
+        artifact_dir = probe_artifact(name, options, progress)
+        waited = wait_for_no_model_server(options.server_wait_s, progress, runtime.model_server)
+        # A short directory: the servers' worker sockets live in it, and AF_UNIX paths end at 108 bytes.
+        endpoint = LocalEndpoint(artifact_dir / "model.tar.gz", PROBE_INPUT_SHAPE, options.work_dir / f"ep-{name}", environment, runtime)
+        server = installed_model_server(runtime)
+        progress.say(f"starting {name} ({server}, {environment['SAGEMAKER_MODEL_SERVER_WORKERS']} workers x "
+                     f"{environment['OMP_NUM_THREADS']} thread)")
+        started = time.perf_counter()
+        with endpoint, Connection(endpoint.url, timeout=60) as connection:
+            startup_s = time.perf_counter() - started
+            baseline = InRuntimeBaseline(runtime, endpoint.work_dir / "model", body_file, environment,
+                                         options.work_dir / f"serving-baseline-{name}.log")
+            try:
+                def served():
+                    answer = connection.invoke(body, "application/x-npy", "application/json")
+                    if answer.status != 200:
+                        raise RuntimeError(f"{name}: status {answer.status}: {answer.body[:500]!r}")
 
-    stats = {name: summarize(s) for name, s in timings.samples.items()}
-    base = stats[IN_PROCESS]
-    for name, stat in stats.items():
-        stat["p50_vs_in_process"] = ratio(stat["median_ms"], base["median_ms"])
-        stat["p99_vs_in_process"] = ratio(stat["p99_ms"], base["p99_ms"])
-        stat["p50_overhead_ms"] = stat["median_ms"] - base["median_ms"]
+                progress.say(f"ready in {startup_s:.0f}s; warming its Java up with {warmup_requests} requests")
+                for _ in range(warmup_requests):
+                    served()
+                progress.say(f"{plan['min_rounds']}-{plan['max_rounds']} rounds of (forward, handler, served)")
+                timings = interleaved({FORWARD: lambda: baseline.call("forward"), HANDLER: lambda: baseline.call("handler"),
+                                       SERVED: served},
+                                      monitor=lambda: CpuMonitor(extra_pids=endpoint.pids), progress=progress, label=f"{name}: ",
+                                      **plan)
+            finally:
+                baseline.close()
+        stats = {kind: summarize(seconds) for kind, seconds in timings.samples.items()}
+        overhead = stats[SERVED]["median_ms"] - stats[FORWARD]["median_ms"]
+        results[name] = {
+            "image": runtime.image,
+            "model_server": server,
+            "python": runtime.python_version,
+            "workers": int(environment["SAGEMAKER_MODEL_SERVER_WORKERS"]),
+            "threads_per_worker": int(environment["OMP_NUM_THREADS"]),
+            "server_startup_s": startup_s,
+            "waited_for_another_server_s": waited,
+            "stats": stats,
+            "overhead_ms": overhead,
+            "handler_ms": stats[HANDLER]["median_ms"] - stats[FORWARD]["median_ms"],
+            "rounds": {**timings.record(), "described": timings.describe()},
+        }
+        targets.append(target(f"{name}: served p50 - forward p50", overhead, TARGET_OVERHEAD_MS, unit="ms",
+                              short=f"{name} overhead"))
+        progress.say(f"{name}: overhead {overhead:.2f} ms (handler {results[name]['handler_ms']:.2f} ms)")
     return {
-        "model": manifest["model"],
-        "recipe": recipe,
-        "input_shape": input_shape,
-        "in_process_threads": threads,
-        "server_startup_s": startup_s,
-        "waited_for_other_torchserve_s": waited,
-        "stats": stats,
-        "rounds": timings.record(),
-        "other_cores": other_cores,
-        "targets": [target(f"{kind}: p50 / in-process p50", stats[kind]["p50_vs_in_process"], TARGET_P50,
-                           short=f"{kind.split(', ')[1]} p50 / in-process") for kind in (NPY, JPEG)],
-        "notes": [f"{manifest['model']} ({recipe} recipe, served form), batch 1, input {input_shape[1:]}; JPEG is 320x240, "
-                  "resized by the handler; answers are JSON top-5",
-                  f"in-process: torch.jit.load + served_form of the archive's model.pt, {threads} threads (the worker's default)",
-                  "HTTP: a new connection per request (urllib), 127.0.0.1, one TorchServe worker",
-                  f"interleaved rounds of the three, each 1 untimed + {plan['timed_runs']} timed calls; rounds during which other "
-                  "processes used more than 0.25 cores are set aside: "
-                  f"{timings.describe()}"],
+        "model": f"{PROBE_MODEL} at {PROBE_INPUT_SHAPE[2]}x{PROBE_INPUT_SHAPE[3]} (probe)",
+        "input_shape": list(PROBE_INPUT_SHAPE),
+        "runtimes": results,
+        "other_cores": monitor.other_cores(),
+        "targets": targets,
+        "notes": [f"{PROBE_MODEL} built per runtime (its recipe, in its venv) at input {list(PROBE_INPUT_SHAPE)}: the request "
+                  f"({len(body) // 1000} KB npy, batch 1) and the JSON top-5 answer of ResNet-50, a forward of about 2 ms",
+                  "served: one keep-alive HTTP connection to 127.0.0.1, the classifier's container environment "
+                  f"({environment['SAGEMAKER_MODEL_SERVER_WORKERS']} workers x {environment['OMP_NUM_THREADS']} thread), "
+                  f"after {warmup_requests} warm-up requests",
+                  "in-runtime: the same archive loaded by its own model_fn in the runtime's Python, with the worker's threads "
+                  "(benchmarks/in_runtime.py); handler = input_fn + predict_fn + output_fn",
+                  f"interleaved rounds of the three, each 1 untimed + {plan['timed_runs']} timed calls; rounds during which "
+                  "other processes used more than 0.25 cores are set aside: "
+                  + "; ".join(f"{n}: {r['rounds']['described']}" for n, r in results.items())],
     }
 
 
 # ------------------------------------------------------------------------------------ report
 
-COLUMNS = ["path", "p50 ms", "p99 ms", "n", "p50 vs in-process", "p99 vs in-process", "p50 overhead ms"]
+COLUMNS = ["runtime", "model server", "path", "p50 ms", "p99 ms", "n", "p50 - forward ms"]
 
 
 def table(section: dict):
     rows = []
-    for name, stat in section["stats"].items():
-        rows.append([name, f"{stat['median_ms']:.1f}", f"{stat['p99_ms']:.1f}", str(stat["n"]),
-                     f"{stat['p50_vs_in_process']:.2f}x", f"{stat['p99_vs_in_process']:.2f}x", f"{stat['p50_overhead_ms']:+.1f}"])
+    for name, result in section["runtimes"].items():
+        forward = result["stats"][FORWARD]["median_ms"]
+        for kind, stat in result["stats"].items():
+            rows.append([name, result["model_server"], kind, f"{stat['median_ms']:.2f}", f"{stat['p99_ms']:.2f}", str(stat["n"]),
+                         "" if kind == FORWARD else f"{stat['median_ms'] - forward:+.2f}"])
     return COLUMNS, rows
 
 
 def plot(ax, section: dict) -> None:
-    names = list(section["stats"])
-    p50 = [section["stats"][n]["median_ms"] for n in names]
-    p99 = [section["stats"][n]["p99_ms"] for n in names]
-    positions = range(len(names))
-    for offset, values, label in ((-0.2, p50, "p50"), (0.2, p99, "p99")):
-        bars = ax.bar([p + offset for p in positions], values, 0.4, label=label)
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(list(positions), [n.replace(", ", "\n") for n in names], fontsize=8)
-    ax.set_ylabel("ms, batch 1")
+    names = list(section["runtimes"])
+    kinds = (FORWARD, HANDLER, SERVED)
+    width = 0.8 / len(kinds)
+    for index, kind in enumerate(kinds):
+        values = [section["runtimes"][n]["stats"][kind]["median_ms"] for n in names]
+        bars = ax.bar([p + (index - 1) * width for p in range(len(names))], values, width, label=kind)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(list(range(len(names))), names, fontsize=8)
+    ax.set_ylabel("p50 ms, npy batch 1")
     ax.set_title(f"Serving overhead, {section['model']}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)

@@ -163,14 +163,32 @@ def decode_request(body, content_type):
     raise RequestError(415, "unsupported content type {!r}; send one of {}".format(content_type, ACCEPTED_CONTENT_TYPES))
 
 
+NPY_HEADER_READ = 1 << 16  # more than any numeric array's header (numpy pads them to 64 or 4096 bytes)
+
+
 def _decode_npy(body):
+    """The body's array, read in place: its header is parsed, then the data is viewed, not copied (np.load
+    copies it twice). The model servers hand the body over as a bytearray, so the view is writable."""
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except Exception as error:  # numpy raises several types for a corrupt or pickled file
+        header = io.BytesIO(memoryview(body)[:NPY_HEADER_READ])
+        version = np.lib.format.read_magic(header)
+        if version not in _NPY_HEADER_READERS:  # 3.0 only adds UTF-8 field names, for structured arrays
+            raise ValueError("unsupported format version {}.{}".format(*version))
+        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](header)
+    except Exception as error:  # numpy raises ValueError, KeyError, SyntaxError... for a corrupt header
         raise RequestError(400, "body is not a valid .npy array ({}); write it with numpy.save".format(error))
-    if array.dtype.kind not in "fiu":
-        raise RequestError(400, "expected a float32 array, got dtype {}".format(array.dtype))
-    return array
+    if dtype.kind not in "fiu":
+        raise RequestError(400, "expected a float32 array, got dtype {}".format(dtype))
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(body) - header.tell() != count * dtype.itemsize:
+        raise RequestError(400, "body is not a valid .npy array (its header describes {} bytes of {} data, the body holds {}); "
+                                "write it with numpy.save".format(count * dtype.itemsize, dtype, len(body) - header.tell()))
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=header.tell())
+    array = array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
+    return array if array.flags.writeable else array.copy()  # torch warns on (and must not write to) read-only memory
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _as_batch(array):

@@ -1,8 +1,10 @@
 """Calls to a SageMaker-style /invocations endpoint, and example payloads for them."""
 import base64
+import http.client
 import io
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -33,6 +35,33 @@ def invoke(url: str, body: bytes, content_type: str, accept: Optional[str] = Non
             return Response(answer.status, answer.headers.get("Content-Type", ""), answer.read())
     except urllib.error.HTTPError as error:
         return Response(error.code, error.headers.get("Content-Type", ""), error.read())
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to an endpoint, as a load balancer or an SDK client keeps one: no TCP
+    handshake per request (about 1 ms on loopback). When the server closes it, the next call opens another."""
+
+    def __init__(self, url: str, timeout: float = 30):
+        parts = urllib.parse.urlsplit(url)
+        self.path = parts.path or "/"
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+
+    def invoke(self, body: bytes, content_type: str, accept: Optional[str] = None) -> Response:
+        headers = {"Content-Type": content_type}
+        if accept:
+            headers["Accept"] = accept
+        self.connection.request("POST", self.path, body, headers)
+        answer = self.connection.getresponse()
+        return Response(answer.status, answer.headers.get("Content-Type", ""), answer.read())
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def example_image(image_format: str = "JPEG", size: Tuple[int, int] = EXAMPLE_IMAGE_SIZE) -> bytes:

@@ -116,12 +116,22 @@ def bad_requests(limits: Dict[str, int]) -> List[BadRequest]:
         BadRequest("wrong shape", npy(np.zeros((1, 3, 32, 32), np.float32)), "application/x-npy", 400, "expected images of shape [3, 64, 64] (CHW), got [3, 32, 32]"),
         BadRequest("wrong dtype", npy(np.array([["a", "b"]])), "application/x-npy", 400, "expected a float32 array, got dtype <U1"),
         BadRequest("corrupt npy", b"\x93NUMPY garbage", "application/x-npy", 400, "body is not a valid .npy array"),
+        BadRequest("truncated npy", npy(BATCH)[:-4], "application/x-npy", 400,
+                   f"body is not a valid .npy array (its header describes {BATCH.nbytes} bytes of float32 data, the body holds {BATCH.nbytes - 4})"),
+        BadRequest("pickled npy", _pickled_npy(), "application/x-npy", 400, "expected a float32 array, got dtype object"),
         BadRequest("empty body", b"", "application/x-npy", 400, "empty request body"),
         BadRequest("over the size limit", b"\0" * (limits["max_request_bytes"] + 1), "application/x-npy", 413,
                    f"request body is {limits['max_request_bytes'] + 1} bytes, " + _over("max_request_bytes", limits)),
     ] + ([BadRequest("too many pixels", too_many_pixels, "application/json", 413,
                      f"the request's images decode to {count * side * side} pixels, " + _over("max_pixels_per_request", limits))]
          if too_many_pixels else [])
+
+
+def _pickled_npy() -> bytes:
+    """An object array: numpy.save pickles it, and np.load(allow_pickle=True) would run the pickle."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    return buffer.getvalue()
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -144,6 +154,7 @@ def request_bodies() -> List[Request]:
     return [
         Request("npy batch", npy(BATCH), NPY_TYPE, array=BATCH),
         Request("npy chw", npy(BATCH[0]), NPY_TYPE, array=BATCH[:1]),
+        Request("npy fortran-order float64", npy(np.asfortranarray(BATCH.astype(np.float64))), NPY_TYPE, array=BATCH),
         Request("json instances", json.dumps({"instances": BATCH.tolist()}).encode(), JSON_TYPE, array=BATCH),
         Request("raw jpeg", jpeg, "image/jpeg"),
         Request("raw png", png_image, "image/png"),
@@ -166,7 +177,8 @@ def good_requests() -> List[Request]:
         for request in request_bodies()
         for short, accept in ACCEPTS.items()
     ]
-    batch, instances = request_bodies()[0], request_bodies()[2]
+    bodies = {request.name: request for request in request_bodies()}
+    batch, instances = bodies["npy batch"], bodies["json instances"]
     return crossed + [
         Request("npy batch -> no accept", batch.body, NPY_TYPE, None, BATCH),
         Request("npy batch -> */*", batch.body, NPY_TYPE, "*/*", BATCH),

@@ -60,9 +60,19 @@ def test_targets_are_pass_or_miss(value, limit, better, verdict):
     assert entry["verdict"] == verdict and entry["ratio"] == value and entry["target"] == limit
 
 
-def test_target_refuses_an_unknown_direction():
+def test_target_refuses_an_unknown_direction_or_unit():
     with pytest.raises(ValueError):
         common.target("x", 1.0, 1.0, better="sideways")
+    with pytest.raises(ValueError, match="unit"):
+        common.target("x", 1.0, 1.0, unit="s")
+
+
+@pytest.mark.parametrize("value, limit, verdict, shown, bound", [(2.4, 3.0, "PASS", "2.4 ms", "≤ 3 ms"), (5.66, 3.0, "MISS", "5.7 ms", "≤ 3 ms"),
+                                                                 (1.07, 1.1, "PASS", "1.07x", "≤ 1.10x")])
+def test_a_target_in_milliseconds_is_shown_in_milliseconds(value, limit, verdict, shown, bound):
+    entry = common.target("overhead", value, limit, unit="ms" if shown.endswith("ms") else "x")
+    assert entry["verdict"] == verdict
+    assert report.format_ratio(entry["ratio"], entry["unit"]) == shown and report.format_target(entry) == bound
 
 
 class FakeClock:
@@ -102,6 +112,20 @@ def test_interleaved_stops_at_the_budget_but_not_before_min_rounds():
     assert len(short.samples["x"]) == 4
     capped = common.interleaved({"x": tick}, warmup=0, min_rounds=1, max_rounds=3, budget_s=1000, clock=clock)
     assert len(capped.samples["x"]) == 3
+
+
+def test_a_candidate_that_times_itself_is_recorded_with_its_own_seconds():
+    clock = FakeClock()
+
+    def remote():  # 0.25 s of transport around 1.5 s measured on the other side
+        clock.now += 1.75
+        return common.Elapsed(1.5)
+
+    def local():
+        clock.now += 1.0
+
+    timings = common.interleaved({"remote": remote, "local": local}, warmup=0, min_rounds=2, max_rounds=2, budget_s=0, clock=clock)
+    assert timings.samples == {"remote": [1.5, 1.5], "local": [1.0, 1.0]}
 
 
 def test_settle_pauses_after_every_call_and_is_not_timed():
@@ -191,20 +215,22 @@ def test_cpu_monitor_counts_our_own_work_as_ours():
     assert other is not None and 0 <= other <= os.cpu_count()
 
 
-def test_waits_for_another_torchserve_then_goes_on(monkeypatch):
+@pytest.mark.parametrize("kind", ["torchserve", "mms"])
+def test_waits_for_another_model_server_of_its_kind_then_goes_on(monkeypatch, kind):
     answers = iter([[123], [123], []])
-    monkeypatch.setattr(common, "torchserve_pids", lambda: next(answers))
+    asked = []
+    monkeypatch.setattr(common, "model_server_pids", lambda k: asked.append(k) or next(answers))
     lines = []
     progress = common.Progress("t")
     monkeypatch.setattr(progress, "say", lines.append)
-    common.wait_for_no_torchserve(60, progress, poll_s=0)
-    assert len(lines) == 2 and "123" in lines[0]
+    common.wait_for_no_model_server(60, progress, kind, poll_s=0)
+    assert len(lines) == 2 and "123" in lines[0] and kind in lines[0] and set(asked) == {kind}
 
 
-def test_gives_up_on_another_torchserve_after_the_limit(monkeypatch):
-    monkeypatch.setattr(common, "torchserve_pids", lambda: [7])
+def test_gives_up_on_another_model_server_after_the_limit(monkeypatch):
+    monkeypatch.setattr(common, "model_server_pids", lambda kind: [7])
     with pytest.raises(RuntimeError, match="only one may run"):
-        common.wait_for_no_torchserve(0, common.Progress("t", enabled=False), poll_s=0)
+        common.wait_for_no_model_server(0, common.Progress("t", enabled=False), poll_s=0)
 
 
 # ------------------------------------------------------------------------------------ report
@@ -225,8 +251,9 @@ def _sections():
 
     batches = {b: {n: _stat(m * int(b), vs_eager=m / 100, vs_onnxruntime=m / 60) for n, m in
                    [("eager", 100), ("trace", 80), ("script", 82), ("optimized", 66), ("onnxruntime", 60)]} for b in ("1", "8")}
-    stats = {name: _stat(m, p50_vs_in_process=m / 90, p99_vs_in_process=m / 90, p50_overhead_ms=m - 90)
-             for name, m in [(serving.IN_PROCESS, 90), (serving.NPY, 97), (serving.JPEG, 104)]}
+    served = {name: {"model_server": server, "stats": {serving.FORWARD: _stat(2.0), serving.HANDLER: _stat(2.3), serving.SERVED: _stat(2.0 + overhead)},
+                     "overhead_ms": overhead, "handler_ms": 0.3}
+              for name, server, overhead in [("pytorch-2.6.0", "torchserve 0.12.0", 4.5), ("eia-pytorch-1.5.1", "multi-model-server 1.1.2", 2.5)]}
     levels = {"1": (20.0, 60.0), "4": (30.0, 150.0), "16": (31.0, 600.0)}
     cells = concurrency.compare({name: {level: {"throughput_rps": rps * scale, "p50_ms": p99 / 2, "p99_ms": p99 / scale, "n": 90}
                                         for level, (rps, p99) in levels.items()}
@@ -236,8 +263,9 @@ def _sections():
                                             "targets": [common.target("auto / best", 1.0, concurrency.TARGET_VS_BEST, better="higher")]}),
         "latency": wrap("latency", {"model": "example-resnet-50", "threads": 2, "batches": batches, "notes": ["n"],
                                     "targets": [common.target("batch 1: optimized / ORT", 1.10, 1.15)]}),
-        "serving": wrap("serving", {"model": "example-resnet-50", "stats": stats, "notes": [],
-                                    "targets": [common.target("npy p50", 97 / 90, 1.10), common.target("jpeg p50", 104 / 90, 1.10)]}),
+        "serving": wrap("serving", {"model": "example-resnet-tiny at 224x224 (probe)", "runtimes": served, "notes": [],
+                                    "targets": [common.target(f"{name}: served p50 - forward p50", r["overhead_ms"], 3.0, unit="ms")
+                                                for name, r in served.items()]}),
         "synth": wrap("synth", {"whole_app_s": [18.0, 19.0, 17.5], "empty_app_s": [6.0, 6.1, 5.9], "whole_app_median_s": 18.0,
                                 "empty_app_median_s": 6.0, "whole_over_empty": 3.0, "targets": [common.target("whole / empty", 3.0, 1.25)]}),
         "build": wrap("build", {"model": "example-resnet-50", "recipe": "optimized", "cold_s": 10.0, "noop_s": [0.4, 0.5, 0.4],
@@ -298,6 +326,9 @@ def test_render_lists_every_target_with_its_verdict_and_every_environment(tmp_pa
     assert "| concurrency | auto / best | 1.00x | ≥ 0.95x | PASS |" in text
     assert "| 2x1 (auto) | 16 | 31.0 | 300 | 600 | 90 | 1.00x | 1.00x |" in text
     assert "| 2x2 | 16 | 15.5 | 300 | 1200 | 90 | 0.50x | 2.00x |" in text
+    assert "| serving | pytorch-2.6.0: served p50 - forward p50 | 4.5 ms | ≤ 3 ms | MISS |" in text
+    assert "| serving | eia-pytorch-1.5.1: served p50 - forward p50 | 2.5 ms | ≤ 3 ms | PASS |" in text
+    assert "| eia-pytorch-1.5.1 | multi-model-server 1.1.2 | served, npy body | 4.50 | 5.40 | 10 | +2.50 |" in text
 
 
 def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):
@@ -465,15 +496,26 @@ def test_quick_concurrency_benchmark(tmp_path):
         assert section["servers"][name]["worker_threads_env"] == [[str(threads)]]
     assert section["auto_split"] == concurrency.label(*concurrency.auto_split(cores))
     assert_verdicts_follow_their_ratios(section["targets"])
-    assert not [pid for pid in common.torchserve_pids() if _cwd(pid).startswith(str(tmp_path))]  # every server was stopped
+    assert not [pid for pid in common.model_server_pids() if _cwd(pid).startswith(str(tmp_path))]  # every server was stopped
 
 
 @pytest.mark.slow
 def test_quick_serving_benchmark(tmp_path):
     section = _bench(tmp_path, "serving")["serving"]
-    assert set(section["stats"]) == {serving.IN_PROCESS, serving.NPY, serving.JPEG}
-    assert section["stats"][serving.NPY]["median_ms"] > 0 and len(section["targets"]) == 2
-    assert not [pid for pid in common.torchserve_pids() if _cwd(pid).startswith(str(tmp_path))]  # ours was stopped
+    # Each runtime the endpoints run, served by its own model server, against its own in-runtime baseline.
+    assert set(section["runtimes"]) == set(serving.RUNTIMES) == {"pytorch-2.6.0", "eia-pytorch-1.5.1"}
+    assert section["runtimes"]["pytorch-2.6.0"]["model_server"].startswith("torchserve ")
+    assert section["runtimes"]["eia-pytorch-1.5.1"]["model_server"] == "multi-model-server 1.1.2"
+    for name, entry in zip(serving.RUNTIMES, section["targets"]):
+        result = section["runtimes"][name]
+        assert set(result["stats"]) == {serving.FORWARD, serving.HANDLER, serving.SERVED}
+        assert all(stat["median_ms"] > 0 for stat in result["stats"].values())
+        assert result["overhead_ms"] == pytest.approx(result["stats"][serving.SERVED]["median_ms"] - result["stats"][serving.FORWARD]["median_ms"])
+        assert entry["what"].startswith(name) and entry["unit"] == "ms" and entry["ratio"] == result["overhead_ms"]
+        assert entry["target"] == serving.TARGET_OVERHEAD_MS
+    assert_verdicts_follow_their_ratios(section["targets"])
+    for kind in ("torchserve", "mms"):  # ours were stopped
+        assert not [pid for pid in common.model_server_pids(kind) if _cwd(pid).startswith(str(tmp_path))]
 
 
 def _cwd(pid):
