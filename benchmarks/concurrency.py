@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from benchmarks import build as build_benchmark
 from benchmarks.common import (MAX_OTHER_CORES, REPO, CpuMonitor, Options, Progress, percentile, ratio, target,

@@ -13,7 +13,6 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict
 
 from benchmarks.common import CpuMonitor, Options, Progress, interleaved, ratio, summarize, target
 

@@ -18,7 +18,6 @@ the worker's threads, and the handler's whole share (input_fn + predict_fn + out
 in interleaved rounds while the server is up, after the server's Java has been warmed by WARMUP_REQUESTS calls.
 Overhead = served p50 - forward p50. Target: at most 3 ms per runtime.
 """
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Dict
 
 from benchmarks.build import run_build_cli
-from benchmarks.common import (REPO, CpuMonitor, Elapsed, Options, Progress, interleaved, summarize, target,
+from benchmarks.common import (REPO, CpuMonitor, Elapsed, Options, Progress, interleaved, median, summarize, target,
                                wait_for_no_model_server)
 
 NAME = "serving"
@@ -139,6 +138,8 @@ def run(options: Options, progress: Progress) -> dict:
                                       **plan)
             finally:
                 baseline.close()
+            # The server's own account of the rounds' requests: its worker's time per request.
+            worker_ms = endpoint.prediction_times_ms()[-timings.rounds * (plan["switch_runs"] + plan["timed_runs"]):]
         stats = {kind: summarize(seconds) for kind, seconds in timings.samples.items()}
         overhead = stats[SERVED]["median_ms"] - stats[FORWARD]["median_ms"]
         results[name] = {
@@ -152,6 +153,7 @@ def run(options: Options, progress: Progress) -> dict:
             "stats": stats,
             "overhead_ms": overhead,
             "handler_ms": stats[HANDLER]["median_ms"] - stats[FORWARD]["median_ms"],
+            "breakdown_ms": breakdown(stats, worker_ms),
             "rounds": {**timings.record(), "described": timings.describe()},
         }
         targets.append(target(f"{name}: served p50 - forward p50", overhead, TARGET_OVERHEAD_MS, unit="ms",
@@ -170,10 +172,31 @@ def run(options: Options, progress: Progress) -> dict:
                   f"after {warmup_requests} warm-up requests",
                   "in-runtime: the same archive loaded by its own model_fn in the runtime's Python, with the worker's threads "
                   "(benchmarks/in_runtime.py); handler = input_fn + predict_fn + output_fn",
+                  "overhead breakdown (p50 differences): served - the server's own PredictionTime of the same requests "
+                  "(its metrics log) = HTTP, Java frontend and the hop to the worker; PredictionTime - in-runtime handler = "
+                  "the server's Python worker and the toolkit; handler - forward = the handler's share",
                   f"interleaved rounds of the three, each 1 untimed + {plan['timed_runs']} timed calls; rounds during which "
                   "other processes used more than 0.25 cores are set aside: "
                   + "; ".join(f"{n}: {r['rounds']['described']}" for n, r in results.items())],
     }
+
+
+def breakdown(stats: dict, worker_ms) -> dict:
+    """Where the overhead goes, as differences of p50s: the server's Java frontend with the HTTP exchange and the
+    hop to its worker (served - the worker's PredictionTime), the server's Python worker and the SageMaker toolkit
+    around the handler (PredictionTime - in-runtime handler), and the handler's own decoding and answer."""
+    parts = {}
+    if worker_ms:
+        worker = median(worker_ms)
+        parts[OUTSIDE_WORKER] = stats[SERVED]["median_ms"] - worker
+        parts[WORKER_AND_TOOLKIT] = worker - stats[HANDLER]["median_ms"]
+    parts[HANDLER_SHARE] = stats[HANDLER]["median_ms"] - stats[FORWARD]["median_ms"]
+    return parts
+
+
+OUTSIDE_WORKER = "HTTP, Java frontend, hop to the worker"
+WORKER_AND_TOOLKIT = "model server's Python worker + SageMaker toolkit"
+HANDLER_SHARE = "handler: decode, checks, JSON answer"
 
 
 # ------------------------------------------------------------------------------------ report
@@ -188,6 +211,8 @@ def table(section: dict):
         for kind, stat in result["stats"].items():
             rows.append([name, result["model_server"], kind, f"{stat['median_ms']:.2f}", f"{stat['p99_ms']:.2f}", str(stat["n"]),
                          "" if kind == FORWARD else f"{stat['median_ms'] - forward:+.2f}"])
+        for part, ms in result.get("breakdown_ms", {}).items():
+            rows.append([name, result["model_server"], f"of which: {part}", f"{ms:.2f}", "", "", ""])
     return COLUMNS, rows
 
 

@@ -93,7 +93,7 @@ def run(options: Options, progress: Progress) -> dict:
 
 def _assembly(outdir: Path) -> dict:
     """What the whole app synthesized: templates, and the model archives it staged as assets."""
-    models = list(outdir.glob("asset.*/model.tar.gz"))
+    models = list(outdir.glob("asset.*.tar.gz"))  # each model.tar.gz, staged as one file asset
     return {"templates": len(list(outdir.glob("**/*.template.json"))), "model_assets": len(models),
             "model_asset_mb": sum(p.stat().st_size for p in models) / 1e6}
 

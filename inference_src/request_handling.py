@@ -124,14 +124,15 @@ def media_types(header):
 
 
 def check_body(body, accepted):
-    """The request body as bytes: not empty, within serving.limits.max_request_bytes."""
+    """The request body, bytes or the bytearray the model servers hand over (not copied: a fresh copy of a
+    600 KB body costs about 1 ms in page faults), checked: not empty, within serving.limits.max_request_bytes."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     if body is None or len(body) == 0:
         raise RequestError(400, "empty request body; send " + accepted)
     if len(body) > limit("max_request_bytes"):
         raise over_limit("max_request_bytes", "request body is {} bytes".format(len(body)))
-    return bytes(body)
+    return body
 
 
 def load_json_object(body, keys, example):

@@ -22,6 +22,7 @@ file lives in this endpoint's work dir) and stops it, its workers and its proces
 """
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -93,6 +94,9 @@ log4j.logger.org.apache = OFF
 log4j.logger.io.netty = ERROR
 """
 MMS_LOG4J_FILE = "log4j-mms.properties"
+# The metrics log each server writes in logs/: TorchServe's (its toolkit's log4j2.xml), and MMS 1.x's under MMS_LOG4J.
+METRICS_LOGS = ("model_metrics.log", "access_and_metrics.log")
+PREDICTION_TIME = re.compile(r"PredictionTime\.(?:ms|Milliseconds):([0-9.]+)")
 
 
 def free_port() -> int:
@@ -278,6 +282,15 @@ class LocalEndpoint:
         workers = self.workers()
         forks = [child for worker in workers for child in worker.children() if self.model_server.worker in " ".join(_cmdline(child))]
         return forks or workers
+
+    def prediction_times_ms(self) -> List[float]:
+        """Each answered request's PredictionTime from the server's metrics log, oldest first: the time its Python
+        worker spent in the toolkit and the handler, as the model server reports it."""
+        for name in METRICS_LOGS:
+            path = self.work_dir / "logs" / name
+            if path.exists():
+                return [float(value) for value in PREDICTION_TIME.findall(path.read_text(errors="replace"))]
+        return []
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_file.exists():

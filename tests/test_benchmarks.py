@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,7 +251,8 @@ def _sections():
     batches = {b: {n: _stat(m * int(b), vs_eager=m / 100, vs_onnxruntime=m / 60) for n, m in
                    [("eager", 100), ("trace", 80), ("script", 82), ("optimized", 66), ("onnxruntime", 60)]} for b in ("1", "8")}
     served = {name: {"model_server": server, "stats": {serving.FORWARD: _stat(2.0), serving.HANDLER: _stat(2.3), serving.SERVED: _stat(2.0 + overhead)},
-                     "overhead_ms": overhead, "handler_ms": 0.3}
+                     "overhead_ms": overhead, "handler_ms": 0.3,
+                     "breakdown_ms": {serving.OUTSIDE_WORKER: overhead - 1.0, serving.WORKER_AND_TOOLKIT: 0.7, serving.HANDLER_SHARE: 0.3}}
               for name, server, overhead in [("pytorch-2.6.0", "torchserve 0.12.0", 4.5), ("eia-pytorch-1.5.1", "multi-model-server 1.1.2", 2.5)]}
     levels = {"1": (20.0, 60.0), "4": (30.0, 150.0), "16": (31.0, 600.0)}
     cells = concurrency.compare({name: {level: {"throughput_rps": rps * scale, "p50_ms": p99 / 2, "p99_ms": p99 / scale, "n": 90}
@@ -329,6 +329,7 @@ def test_render_lists_every_target_with_its_verdict_and_every_environment(tmp_pa
     assert "| serving | pytorch-2.6.0: served p50 - forward p50 | 4.5 ms | ≤ 3 ms | MISS |" in text
     assert "| serving | eia-pytorch-1.5.1: served p50 - forward p50 | 2.5 ms | ≤ 3 ms | PASS |" in text
     assert "| eia-pytorch-1.5.1 | multi-model-server 1.1.2 | served, npy body | 4.50 | 5.40 | 10 | +2.50 |" in text
+    assert f"| eia-pytorch-1.5.1 | multi-model-server 1.1.2 | of which: {serving.OUTSIDE_WORKER} | 1.50 |  |  |  |" in text
 
 
 def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):
@@ -513,6 +514,9 @@ def test_quick_serving_benchmark(tmp_path):
         assert result["overhead_ms"] == pytest.approx(result["stats"][serving.SERVED]["median_ms"] - result["stats"][serving.FORWARD]["median_ms"])
         assert entry["what"].startswith(name) and entry["unit"] == "ms" and entry["ratio"] == result["overhead_ms"]
         assert entry["target"] == serving.TARGET_OVERHEAD_MS
+        # Where it goes: the server's own PredictionTime (read from its metrics log) splits it, and the parts add up.
+        assert set(result["breakdown_ms"]) == {serving.OUTSIDE_WORKER, serving.WORKER_AND_TOOLKIT, serving.HANDLER_SHARE}
+        assert sum(result["breakdown_ms"].values()) == pytest.approx(result["overhead_ms"])
     assert_verdicts_follow_their_ratios(section["targets"])
     for kind in ("torchserve", "mms"):  # ours were stopped
         assert not [pid for pid in common.model_server_pids(kind) if _cwd(pid).startswith(str(tmp_path))]
