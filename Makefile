@@ -67,6 +67,14 @@ synth: artifacts  ## synthesize every environment into cdk.out/, checked by cdk-
 lint:  ## cfn-lint every synthesized template
 	$(VENV)/bin/cfn-lint --ignore-checks E3002 W3005 -- cdk.out/*.template.json cdk.out/assembly-*/*.template.json
 
+# Deploys every stack of cdk.out, in dependency order with its assets staged, into moto's emulation of the AWS APIs
+# (in process, fake credentials, nothing beyond loopback) and checks what each made in its service; prints which
+# resource types moto emulated and which were bridged or stubbed (deploy_rehearsal/). REHEARSE_ARGS="--then DIR"
+# deploys another synthesized assembly next, as an update.
+.PHONY: rehearse
+rehearse: synth  ## deploy rehearsal of cdk.out against a local AWS emulation (moto); nothing reaches AWS
+	$(PY) -m deploy_rehearsal cdk.out $(REHEARSE_ARGS)
+
 # Builds and synthesizes BASE (in a temporary git worktree) and the working tree into temp dirs, then
 # `cdk diff --template` per stack: no AWS call, build/ and cdk.out/ untouched. infra_diff exits 0 (no differences),
 # 1 (differences) or 2 (error); make shows that as "Error 1"/"Error 2" and itself exits 2 for both.
@@ -103,7 +111,9 @@ test-fast: setup runtimes  ## the suite without the slow end-to-end tests
 # table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) comes from
 # requirements-bench.txt, which the dev venv installs (the tests run its branch), never requirements.txt (the app).
 # BENCH_ARGS="latency serving" runs a subset.
-bench: setup  ## latency, serving overhead, cdk synth, build, workers x threads benchmarks (~10 minutes on 2 cores when idle)
+# The serving benchmark measures both runtimes endpoints run: the successors' (pytorch-2.6.0) and the EIA image's.
+bench: setup  ## latency, serving overhead, cdk synth, build, workers x threads benchmarks (~12 minutes on 2 cores when idle)
+	@$(PY) -m runtimes setup pytorch-2.6.0 eia-pytorch-1.5.1
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:

@@ -16,7 +16,7 @@ def main() -> int:
     config_dir = Path(app.node.try_get_context("config_dir") or "config")
     artifacts_dir = Path(app.node.try_get_context("artifacts_dir") or "build/artifacts")
     try:
-        config = load_config(config_dir)
+        config = load_config(config_dir, name_prefix=_name_prefix(app))
         config = config.with_accounts(_real_accounts(app, [env.name for env in config.environments] + ["pipeline"]))
         add_stages(app, config, artifacts_dir=artifacts_dir, config_dir=config_dir)
     except ConfigError as error:
@@ -31,6 +31,12 @@ def main() -> int:
               "or acknowledge it.", file=sys.stderr)
         return 1
     return 0
+
+
+def _name_prefix(app: cdk.App):
+    """A second copy's qualifier from `-c name_prefix=...` or NAME_PREFIX, else config/app.yaml's."""
+    value = app.node.try_get_context("name_prefix")
+    return str(value) if value is not None else os.environ.get("NAME_PREFIX")
 
 
 def _real_accounts(app: cdk.App, names):

@@ -1,6 +1,7 @@
 """Read the YAML files of a config directory into a validated AppConfig."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Type
 
@@ -8,7 +9,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
-from config.schema import AppConfig, EnvironmentConfig, EnvironmentSpec, ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec
+from config.schema import (
+    ENDPOINT_NAME_MAX_LENGTH, ENDPOINT_NAME_PATTERN, ROLE_NAME_MAX_LENGTH, AppConfig, AppSpec, EnvironmentConfig, EnvironmentSpec,
+    ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec,
+)
 from config.serving_targets import resolve_target
 from config.workers import worker_plan
 
@@ -16,8 +20,10 @@ from config.workers import worker_plan
 PROMOTION_ORDER = ("dev", "staging", "prod")
 
 
-def load_config(directory: str | Path = "config") -> AppConfig:
+def load_config(directory: str | Path = "config", name_prefix: Optional[str] = None) -> AppConfig:
+    """`name_prefix`, when given (app.py: -c name_prefix=... or NAME_PREFIX), replaces app.yaml's."""
     directory = Path(directory)
+    app_spec = _load_app_spec(directory / "app.yaml", name_prefix)
     env_files = sorted((directory / "environments").glob("*.yaml"), key=_promotion_key)
     model_files = sorted((directory / "models").glob("*.yaml"))
     if not env_files:
@@ -28,6 +34,7 @@ def load_config(directory: str | Path = "config") -> AppConfig:
     models = {path.stem: (_parse(path, ModelSpec), _display(path)) for path in model_files}
     environments = []
     for env_path in env_files:
+        _check_environment_file_name(env_path)
         env_spec: EnvironmentSpec = _parse(env_path, EnvironmentSpec)
         deployments = []
         for name, (model_spec, model_where) in models.items():
@@ -49,10 +56,73 @@ def load_config(directory: str | Path = "config") -> AppConfig:
                 retain_data=env_spec.retain_data,
                 termination_protection=env_spec.termination_protection,
                 models=tuple(deployments),
+                name_prefix=app_spec.name_prefix,
             )
         )
+    _check_names(environments, {name: where for name, (_, where) in models.items()}, directory)
     pipeline = _load_pipeline(directory / "pipeline.yaml", [env.name for env in environments])
-    return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()}, pipeline=pipeline)
+    return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()}, pipeline=pipeline,
+                     name_prefix=app_spec.name_prefix)
+
+
+def _load_app_spec(path: Path, name_prefix: Optional[str]) -> AppSpec:
+    """config/app.yaml is optional; a name prefix given on the command line is validated like the file's."""
+    raw = _read_mapping(path) if path.is_file() else {}
+    where = _display(path)
+    if name_prefix is not None:
+        raw["name_prefix"] = name_prefix
+        where += " (name_prefix from -c name_prefix=... or NAME_PREFIX)"
+    return _validate(raw, AppSpec, where)
+
+
+# ---------------------------------------------------------------- physical names, checked before anything is built
+# Each name below is refused at deploy time if it breaks its service's rule; here it stops synthesis instead.
+
+_STAGE_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*")
+
+
+def _check_environment_file_name(path: Path) -> None:
+    if not _STAGE_NAME.fullmatch(path.stem):
+        raise ConfigError(
+            f"{_display(path)}: the file name {path.stem!r} names the stage and its stacks ({path.stem.capitalize()}-Serving), "
+            "which allow only letters, digits and single hyphens, starting with a letter; "
+            f"rename the file, e.g. to {_suggested_name(path.stem)}.yaml"
+        )
+
+
+def _check_names(environments: List[EnvironmentConfig], model_files: Dict[str, str], directory: Path) -> None:
+    """Endpoint names (SageMaker: at most 63 letters, digits and hyphens) against the longest stage prefix,
+    and the smoke-test role names (IAM: at most 64 characters)."""
+    prefix_hint = f" or shorten name_prefix ({_display(directory / 'app.yaml')})" if environments[0].name_prefix else ""
+    for name, where in model_files.items():
+        if not ENDPOINT_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(
+                f"{where}: the file name {name!r} names the model's SageMaker endpoint ({environments[0].endpoint_name(name)}), "
+                f"and endpoint names allow only letters, digits and hyphens, starting and ending with a letter or digit "
+                f"(^{ENDPOINT_NAME_PATTERN.pattern}$, at most {ENDPOINT_NAME_MAX_LENGTH} characters); "
+                f"rename the file, e.g. to {_suggested_name(name)}.yaml"
+            )
+        longest = max(environments, key=lambda env: len(env.endpoint_name(name)))
+        endpoint = longest.endpoint_name(name)
+        if len(endpoint) > ENDPOINT_NAME_MAX_LENGTH:
+            stage_prefix = endpoint[: -len(name)]
+            raise ConfigError(
+                f"{where}: the file name {name!r} names the model's SageMaker endpoint, and with the longest stage prefix, "
+                f"{stage_prefix!r} ({longest.name}), that name is {len(endpoint)} characters, over SageMaker's limit of "
+                f"{ENDPOINT_NAME_MAX_LENGTH}; rename the file to at most {ENDPOINT_NAME_MAX_LENGTH - len(stage_prefix)} "
+                f"characters{prefix_hint}"
+            )
+    for env in environments:
+        for role in (env.smoke_test_role_name, env.pipeline_smoke_test_role_name):
+            if len(role) > ROLE_NAME_MAX_LENGTH:
+                raise ConfigError(
+                    f"{_display(directory / 'environments' / (env.name + '.yaml'))}: the smoke-test role name {role!r} is "
+                    f"{len(role)} characters, over IAM's limit of {ROLE_NAME_MAX_LENGTH}; shorten the file name{prefix_hint}"
+                )
+
+
+def _suggested_name(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "-", name).strip("-") or "my-model"
 
 
 def _load_pipeline(path: Path, environment_names: List[str]) -> Optional[PipelineSpec]:
@@ -101,6 +171,10 @@ def _merged_scaling(base: ScalingSpec, env: EnvironmentSpec, model_where: str, e
 
 
 def _parse(path: Path, schema: Type[BaseModel]) -> Any:
+    return _validate(_read_mapping(path), schema, _display(path))
+
+
+def _read_mapping(path: Path) -> Dict[str, Any]:
     where = _display(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -108,6 +182,10 @@ def _parse(path: Path, schema: Type[BaseModel]) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    return raw
+
+
+def _validate(raw: Dict[str, Any], schema: Type[BaseModel], where: str) -> Any:
     try:
         return schema.model_validate(raw)
     except ValidationError as error:

@@ -27,6 +27,7 @@ class ScalingSpec(_Strict):
     # None: on for instance profiles, off for serverless. false deregisters the scalable target,
     # step 1 of changing the instance type of a deployed endpoint (see README).
     autoscaling: Optional[bool] = None
+    # The size of a new endpoint: a deployed one keeps the count autoscaling gave it (RetainAllVariantProperties).
     initial_instance_count: int = Field(1, ge=1)
     min_instances: int = Field(1, ge=1)
     max_instances: int = Field(2, ge=1)
@@ -202,6 +203,18 @@ class EnvironmentSpec(_Strict):
     scaling: ScalingOverride = Field(default_factory=ScalingOverride)
 
 
+# Letters, digits and single hyphens: it leads stack, endpoint, export and role names.
+NAME_PREFIX_PATTERN = r"^([a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*)?$"
+
+
+class AppSpec(_Strict):
+    """config/app.yaml (optional): settings of the whole app."""
+
+    # Leads every physical name (stacks, endpoints, exports, smoke-test roles), so that a second copy of the
+    # app in the same account (a sandbox, a branch) names nothing the first one owns. Empty: no prefix.
+    name_prefix: str = Field("", max_length=20, pattern=NAME_PREFIX_PATTERN)
+
+
 class PipelineSpec(_Strict):
     """config/pipeline.yaml: the delivery pipeline, in a tools account, promoting one commit."""
 
@@ -215,6 +228,20 @@ class PipelineSpec(_Strict):
     )
     manual_approval_before: Tuple[str, ...] = ("prod",)
     smoke_test_after: Tuple[str, ...] = ("staging", "prod")
+
+
+# ---------------------------------------------------------------- physical names
+
+ARTIFACT_STORE_STACK, SERVING_STACK, PIPELINE_STACK = "ArtifactStore", "Serving", "Pipeline"
+# SageMaker's rule for endpoint names (CreateEndpoint's EndpointName).
+ENDPOINT_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+ENDPOINT_NAME_MAX_LENGTH = 63
+ROLE_NAME_MAX_LENGTH = 64  # IAM
+
+
+def qualified(name_prefix: str, *parts: str) -> str:
+    """'<prefix>-<part>-...', or the parts alone without a prefix (the names deployed before prefixes existed)."""
+    return "-".join(part for part in (name_prefix, *parts) if part)
 
 
 # ---------------------------------------------------------------- resolved, per environment
@@ -280,6 +307,29 @@ class EnvironmentConfig:
     retain_data: bool
     termination_protection: bool
     models: Tuple[ModelDeployment, ...]
+    name_prefix: str = ""
+
+    # The one definition of the names this environment's resources carry (the stacks use these, the
+    # loader checks them against SageMaker's and IAM's limits).
+    @property
+    def stage_id(self) -> str:
+        return self.name.capitalize()
+
+    def stack_name(self, stack_id: str) -> str:
+        return qualified(self.name_prefix, self.stage_id, stack_id)
+
+    def endpoint_name(self, model_name: str) -> str:
+        return f"{self.stack_name(SERVING_STACK)}-{model_name}"
+
+    @property
+    def smoke_test_role_name(self) -> str:
+        """The role in this environment's account that the pipeline's smoke test assumes."""
+        return f"{self.stack_name(SERVING_STACK)}-SmokeTest"
+
+    @property
+    def pipeline_smoke_test_role_name(self) -> str:
+        """The role in the tools account that runs this stage's smoke test: the only one the role above trusts."""
+        return f"{qualified(self.name_prefix, PIPELINE_STACK)}-SmokeTest-{self.stage_id}"
 
 
 @dataclass(frozen=True)
@@ -287,6 +337,11 @@ class AppConfig:
     environments: Tuple[EnvironmentConfig, ...]
     models: Dict[str, ModelSpec]
     pipeline: Optional[PipelineSpec] = None
+    name_prefix: str = ""
+
+    @property
+    def pipeline_stack_name(self) -> str:
+        return qualified(self.name_prefix, PIPELINE_STACK)
 
     def with_accounts(self, accounts: Dict[str, str]) -> "AppConfig":
         """Replace placeholder account ids with real ones (validated like the YAML values).

@@ -167,6 +167,21 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
     )
 
 
+def eia_successor(spec: ModelSpec, region: str, where: str) -> Optional[ServingTarget]:
+    """What `serving.profile: gpu` would deploy for this model: its own framework's GPU image and the model
+    file's own gpu settings. None when this region has no such image (the warning then names none)."""
+    gpu_spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"profile": EIA_SUCCESSOR_PROFILE})})
+    settings = active_profile_settings(gpu_spec)
+    try:
+        version, py_version = _image_version(gpu_spec, settings, region, where, where)
+    except ConfigError:
+        return None
+    return ServingTarget(
+        profile=EIA_SUCCESSOR_PROFILE, framework=spec.framework, framework_version=version, py_version=py_version,
+        instance_type=settings.instance_type, accelerator_type=None, recipe="", region=region, source=where,
+    )
+
+
 @lru_cache(maxsize=None)
 def hosting_instance_types() -> Tuple[str, ...]:
     """The instance types SageMaker hosting accepts: ProductionVariantInstanceType in botocore's model of

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import List
 
 from infra_diff.assembly import ADDED, REMOVED, UNCHANGED, StackComparison
-from infra_diff.hazards import endpoint_update_hazards
+from infra_diff.hazards import endpoint_update_hazards, replacement_hazards
 
 NO_CDK_DIFFERENCES = "There were no differences"
 STATUS_TEXT = {ADDED: "stack added (not in the base)", REMOVED: "stack removed (not in the working tree)"}
@@ -48,8 +48,13 @@ def section(comparison: StackComparison, cdk_output: str = "") -> Section:
             body = json_diff(comparison.base.template, comparison.head.template)
     if comparison.asset_changes:
         body = "\n".join(filter(None, [body, "Assets", *comparison.asset_changes]))
-    body = "\n".join([*endpoint_update_hazards(comparison), body])
+    body = "\n".join([*hazards(comparison), body])
     return Section(f"{comparison.name}: {STATUS_TEXT.get(comparison.status, comparison.status)}", body)
+
+
+def hazards(comparison: StackComparison) -> List[str]:
+    """The WARNING lines of a stack: deploys that would fail, or replace what has a fixed name or holds data."""
+    return [*endpoint_update_hazards(comparison), *replacement_hazards(comparison)]
 
 
 def _resources(template: dict):
@@ -61,7 +66,10 @@ def summary(comparisons: List[StackComparison]) -> str:
     unchanged = len(comparisons) - len(differing)
     if not differing:
         return f"No differences: all {unchanged} stacks unchanged."
-    return f"{_count(len(differing))} with differences ({', '.join(differing)}); {_count(unchanged)} unchanged."
+    warnings = sum(len(hazards(c)) for c in comparisons if c.status != UNCHANGED)
+    # Sections fold away in a PR comment: the count stands in the summary line.
+    flagged = f" {warnings} WARNING{'S' if warnings > 1 else ''} in the sections above." if warnings else ""
+    return f"{_count(len(differing))} with differences ({', '.join(differing)}); {_count(unchanged)} unchanged.{flagged}"
 
 
 def _count(n: int) -> str:

@@ -7,30 +7,26 @@ from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from config import AppConfig
+from config.schema import PIPELINE_STACK
 from stacks.pipeline_stack import PipelineStack
 from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stage import ServingStage
-
-PIPELINE_STACK_ID = "Pipeline"
-
-
-def stage_id(environment_name: str) -> str:
-    return environment_name.capitalize()
 
 
 def add_stages(app: App, config: AppConfig, *, artifacts_dir: Path, config_dir: Path) -> Dict[str, ServingStage]:
     pipeline_account = config.pipeline.account if config.pipeline else None
     stages = {
         env.name: ServingStage(
-            app, stage_id(env.name), environment=env, artifacts_dir=artifacts_dir, config_dir=config_dir, smoke_test_account=pipeline_account
+            app, env.stage_id, environment=env, artifacts_dir=artifacts_dir, config_dir=config_dir, smoke_test_account=pipeline_account
         )
         for env in config.environments
     }
     if config.pipeline:
-        tags = cost_tags(PIPELINE_STACK_ID.lower())
+        tags = cost_tags(PIPELINE_STACK.lower())
         pipeline = PipelineStack(
             app,
-            PIPELINE_STACK_ID,
+            PIPELINE_STACK,
+            stack_name=config.pipeline_stack_name,
             config=config,
             stages=stages,
             env=Environment(account=config.pipeline.account, region=config.pipeline.region),

@@ -9,11 +9,11 @@ from typing import Dict
 
 from aws_cdk import Stack, pipelines
 from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from config import AppConfig
+from config import AppConfig, EnvironmentConfig
 from stacks.constructs.pipeline_acknowledgments import acknowledge_pipeline_findings
-from stacks.constructs.smoke_test_role import smoke_test_role_name
 from config.loader import resolve_in_region
 from stacks.pipeline_steps import cdk_cli_version, runtime_export_step, smoke_test_step, synth_step
 from stacks.serving_stage import ServingStage
@@ -45,6 +45,7 @@ class PipelineStack(Stack):
                 if env.name in spec.manual_approval_before else []
             post = []
             if env.name in spec.smoke_test_after:
+                runner = self._smoke_test_runner(env)
                 post = [
                     smoke_test_step(
                         f"SmokeTest-{model}",
@@ -52,7 +53,8 @@ class PipelineStack(Stack):
                         spec,
                         region=env.region,
                         account=env.account,
-                        role_name=smoke_test_role_name(stage.serving.stack_name),
+                        role_name=env.smoke_test_role_name,
+                        runner=runner,
                         endpoint_name=output,
                         role_arn=stage.serving.smoke_test_role.output,
                         detector=config.models[model].framework == "mxnet",  # the SSD answers detections
@@ -63,3 +65,17 @@ class PipelineStack(Stack):
         # Build now, so the CodePipeline and CodeBuild constructs exist to carry their cdk-nag acknowledgements.
         self.pipeline.build_pipeline()
         acknowledge_pipeline_findings(self.pipeline)
+
+    def _smoke_test_runner(self, env: EnvironmentConfig) -> iam.Role:
+        """The CodeBuild role of a stage's smoke tests, named: the stage's smoke-test role trusts this name only.
+        A child of the pipeline, so the pipeline's cdk-nag acknowledgements (CodeBuild's own grants) cover it."""
+        role = iam.Role(
+            self.pipeline,
+            f"SmokeTestRunner{env.stage_id}",
+            role_name=env.pipeline_smoke_test_role_name,
+            assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+            description=f"Runs the smoke test of {env.stage_id} (its endpoints' role trusts this one only)",
+        )
+        # Named, so pinned: a new logical id would recreate it under the same, still taken, name.
+        role.node.default_child.override_logical_id(f"SmokeTestRunner{env.stage_id}")
+        return role

@@ -117,12 +117,14 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
 
 def smoke_test_step(
     step_id: str, source: pipelines.IFileSetProducer, spec: PipelineSpec, *, region: str, account: str,
-    role_name: str, endpoint_name: CfnOutput, role_arn: CfnOutput, detector: bool = False,
+    role_name: str, runner: iam.IRole, endpoint_name: CfnOutput, role_arn: CfnOutput, detector: bool = False,
 ) -> pipelines.CodeBuildStep:
-    """Invoke the stage's endpoint with the example image from the tools account, through the stage's role."""
+    """Invoke the stage's endpoint with the example image from the tools account, through the stage's role
+    (`role_name`, which trusts only `runner`, the CodeBuild role this step runs as)."""
     return pipelines.CodeBuildStep(
         step_id,
         input=source,
+        role=runner,
         build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE),
         partial_build_spec=RUNTIMES,
         env_from_cfn_outputs={"ENDPOINT_NAME": endpoint_name, "SMOKE_TEST_ROLE_ARN": role_arn},

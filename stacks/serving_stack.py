@@ -4,19 +4,19 @@ one dashboard for the stack.
 It can be destroyed and recreated without touching the artifact store.
 """
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
-from config import ModelDeployment
+from config import EnvironmentConfig
 from model_artifacts.manifest import load_built_artifact
 from stacks.artifact_store_stack import ArtifactStoreStack
 from stacks.constructs.endpoint_alarms import EndpointAlarms
 from stacks.constructs.endpoint_autoscaling import EndpointAutoscaling
 from stacks.constructs.execution_role import ModelExecutionRole
 from stacks.constructs.model_artifact_upload import ModelArtifactUpload
-from stacks.constructs.model_endpoint import VARIANT_NAME, ModelEndpoint
+from stacks.constructs.model_endpoint import VARIANT_NAME, ModelEndpoint, model_construct_id
 from stacks.constructs.serving_dashboard import ServingDashboard
 from stacks.constructs.smoke_test_role import SmokeTestRole
 from stacks.runtime_compatibility import warn_if_runtime_older
@@ -28,7 +28,7 @@ class ServingStack(Stack):
         scope: Construct,
         construct_id: str,
         *,
-        deployments: Sequence[ModelDeployment],
+        environment: EnvironmentConfig,
         artifact_store: ArtifactStoreStack,
         artifacts_dir: Path,
         config_dir: Path,
@@ -40,11 +40,11 @@ class ServingStack(Stack):
         dashboard = ServingDashboard(self, "Dashboard")
         self.endpoint_outputs = {}
         endpoints = []
-        for deployment in deployments:
-            model_scope = Construct(self, _pascal(deployment.name))
+        for deployment in environment.models:
+            model_scope = Construct(self, model_construct_id(deployment.name))
             Tags.of(model_scope).add("model", deployment.name)  # cost allocation per model
             artifact = load_built_artifact(artifacts_dir, deployment)
-            endpoint_name = f"{self.stack_name}-{deployment.name}"
+            endpoint_name = environment.endpoint_name(deployment.name)
             alarms = EndpointAlarms(
                 model_scope, "Alarms", endpoint_name=endpoint_name, variant_name=VARIANT_NAME, spec=deployment.spec.serving.alarms
             )
@@ -55,15 +55,16 @@ class ServingStack(Stack):
                 model_name=deployment.name,
                 artifact=artifact,
             )
+            config_file = f"{config_dir}/models/{deployment.name}.yaml"
             role = ModelExecutionRole(
                 model_scope,
                 "ExecutionRole",
+                deployment=deployment,
                 store=store,
                 artifact_prefix=upload.prefix,
-                image_uri=deployment.target.image_uri,
                 endpoint_name=endpoint_name,
                 rollback_alarms=alarms.alarms,
-                attach_sagemaker_full_access=deployment.spec.serving.attach_sagemaker_full_access,
+                config_file=config_file,
             )
             endpoint = ModelEndpoint(
                 model_scope,
@@ -74,7 +75,7 @@ class ServingStack(Stack):
                 model_data_url=upload.model_data_url,
                 role=role.role,
                 volume_key=store.key,
-                config_file=f"{config_dir}/models/{deployment.name}.yaml",
+                config_file=config_file,
             )
             # SageMaker reads the artifact while creating the Model: the copy must be done first.
             endpoint.model.node.add_dependency(upload.deployment)
@@ -90,8 +91,11 @@ class ServingStack(Stack):
 
         self.smoke_test_role = None
         if smoke_test_account:
-            self.smoke_test_role = SmokeTestRole(self, "SmokeTest", pipeline_account=smoke_test_account, endpoints=endpoints)
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+            self.smoke_test_role = SmokeTestRole(
+                self,
+                "SmokeTest",
+                role_name=environment.smoke_test_role_name,
+                pipeline_account=smoke_test_account,
+                pipeline_role_name=environment.pipeline_smoke_test_role_name,
+                endpoints=endpoints,
+            )

@@ -6,6 +6,7 @@ from aws_cdk import Environment, Stage
 from constructs import Construct
 
 from config import EnvironmentConfig
+from config.schema import ARTIFACT_STORE_STACK, SERVING_STACK
 from stacks.artifact_store_stack import ArtifactStoreStack
 from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stack import ServingStack
@@ -20,7 +21,8 @@ class ServingStage(Stage):
         tags = cost_tags(environment.name)
         self.artifact_store = ArtifactStoreStack(
             self,
-            "ArtifactStore",
+            ARTIFACT_STORE_STACK,
+            stack_name=environment.stack_name(ARTIFACT_STORE_STACK),
             retain_data=environment.retain_data,
             termination_protection=environment.termination_protection,
             description=f"Model artifact store ({environment.name}): stateful",
@@ -28,8 +30,9 @@ class ServingStage(Stage):
         )
         self.serving = ServingStack(
             self,
-            "Serving",
-            deployments=environment.models,
+            SERVING_STACK,
+            stack_name=environment.stack_name(SERVING_STACK),
+            environment=environment,
             artifact_store=self.artifact_store,
             artifacts_dir=artifacts_dir,
             config_dir=config_dir,

@@ -270,3 +270,74 @@ def test_the_readme_limits_table_matches_the_config_keys():
                       re.MULTILINE)
     assert {key: (int(default), env) for key, default, env in rows} == {
         key: (field.default, LIMITS_BY_KEY[key].env) for key, field in RequestLimits.model_fields.items()}
+
+
+# ------------------------------------------------------------ physical names: model and environment file names, name prefix
+
+
+def _renamed_model(tmp_path, stem: str, name_prefix: str = None):
+    directory = make_config(tmp_path / "c")
+    (directory / "models" / "image-classifier.yaml").rename(directory / "models" / f"{stem}.yaml")
+    if name_prefix is not None:
+        (directory / "app.yaml").write_text(f"name_prefix: {name_prefix}\n")
+    return directory
+
+
+def test_a_model_file_name_sagemaker_refuses_as_an_endpoint_name(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(_renamed_model(tmp_path, "my_model"))
+    message = str(raised.value)
+    assert "my_model.yaml: the file name 'my_model' names the model's SageMaker endpoint (Dev-Serving-my_model)" in message
+    assert "only letters, digits and hyphens" in message and "^[a-zA-Z0-9](-*[a-zA-Z0-9])*" in message
+    assert message.endswith("rename the file, e.g. to my-model.yaml")
+
+
+# The longest stage prefix is "Staging-Serving-" (16 characters): 63 - 16 = 47 are left for the model's name.
+def test_the_longest_model_file_name_that_fits_every_stage(tmp_path):
+    config = load_config(_renamed_model(tmp_path, "m" * 47))
+    assert len(config.environment("staging").endpoint_name("m" * 47)) == 63
+
+
+def test_a_model_file_name_too_long_for_the_longest_stage(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(_renamed_model(tmp_path, "m" * 48))
+    message = str(raised.value)
+    assert f"{'m' * 48}.yaml: the file name" in message
+    assert "with the longest stage prefix, 'Staging-Serving-' (staging), that name is 64 characters, over SageMaker's limit of 63" in message
+    assert message.endswith("rename the file to at most 47 characters")
+
+
+def test_the_name_prefix_counts_in_the_length(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(_renamed_model(tmp_path, "m" * 47, name_prefix="sbx"))
+    message = str(raised.value)
+    assert "'sbx-Staging-Serving-'" in message and "at most 43 characters or shorten name_prefix" in message
+
+
+def test_the_name_prefix_leads_every_name_and_the_command_line_overrides_the_file(tmp_path):
+    directory = make_config(tmp_path / "c")
+    assert load_config(directory).name_prefix == ""  # as shipped: the names as deployed
+    (directory / "app.yaml").write_text("name_prefix: sbx\n")
+    prod = load_config(directory).environment("prod")
+    assert (prod.stack_name("Serving"), prod.endpoint_name("image-classifier")) == ("sbx-Prod-Serving", "sbx-Prod-Serving-image-classifier")
+    assert (prod.smoke_test_role_name, prod.pipeline_smoke_test_role_name) == ("sbx-Prod-Serving-SmokeTest", "sbx-Pipeline-SmokeTest-Prod")
+    config = load_config(directory, name_prefix="alice")
+    assert config.name_prefix == "alice" and config.pipeline_stack_name == "alice-Pipeline"
+
+
+@pytest.mark.parametrize("prefix", ["my_box", "-sbx", "sbx-", "a" * 21])
+def test_a_name_prefix_that_cannot_lead_a_name(tmp_path, prefix):
+    with pytest.raises(ConfigError) as raised:
+        load_config(make_config(tmp_path / "c"), name_prefix=prefix)
+    message = str(raised.value)
+    assert "app.yaml (name_prefix from -c name_prefix=... or NAME_PREFIX): name_prefix" in message
+
+
+def test_an_environment_file_name_that_cannot_name_a_stack(tmp_path):
+    directory = make_config(tmp_path / "c")
+    (directory / "environments" / "dev.yaml").rename(directory / "environments" / "my_dev.yaml")
+    with pytest.raises(ConfigError) as raised:
+        load_config(directory)
+    message = str(raised.value)
+    assert "my_dev.yaml: the file name 'my_dev' names the stage and its stacks (My_dev-Serving)" in message
+    assert message.endswith("rename the file, e.g. to my-dev.yaml")

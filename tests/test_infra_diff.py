@@ -36,9 +36,85 @@ def test_stacks_are_matched_by_display_name_not_by_file_and_only_differences_cou
     assert comparisons[1].asset_changes == [f"[~] asset Model: {'a' * 12} -> {'b' * 12}"]
     assert exit_status(comparisons) == DIFFERENCES
     assert exit_status(comparisons[:1]) == NO_DIFFERENCES
-    assert summary(comparisons) == "3 stacks with differences (Dev/Serving, Dev/New, Dev/Old); 1 stack unchanged."
+    # Dev/Old takes its bucket with it: a warning, counted in the summary (the sections fold away in a PR comment).
+    assert summary(comparisons) == ("3 stacks with differences (Dev/Serving, Dev/New, Dev/Old); 1 stack unchanged. "
+                                    "1 WARNING in the sections above.")
+    assert summary(comparisons[:3]) == "2 stacks with differences (Dev/Serving, Dev/New); 1 stack unchanged."
     removed = section(comparisons[3])
     assert removed.title == "Dev/Old: stack removed (not in the working tree)" and "[-] AWS::S3::Bucket B" in removed.body
+    assert removed.body.startswith("WARNING B (AWS::S3::Bucket, holds data): removed, so CloudFormation deletes it, with its data")
+
+
+# --- replacements of named and data-holding resources ------------------------------------------------------------
+
+ENDPOINT = {"Type": "AWS::SageMaker::Endpoint", "Properties": {"EndpointName": "Prod-Serving-m", "EndpointConfigName": "c1"}}
+BUCKET = {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain", "Properties": {"VersioningConfiguration": {"Status": "Enabled"}}}
+KEY = {"Type": "AWS::KMS::Key", "Properties": {"EnableKeyRotation": True}}
+
+
+def _hazards(base_resources, head_resources):
+    from infra_diff.hazards import replacement_hazards
+
+    (comparison,) = compare({"Prod/S": _stack("Prod/S", base_resources)}, {"Prod/S": _stack("Prod/S", head_resources)})
+    return replacement_hazards(comparison)
+
+
+def _with(resource, **properties):
+    return {**resource, "Properties": {**resource["Properties"], **properties}}
+
+
+def test_a_named_endpoint_under_a_new_logical_id_collides_with_itself():
+    (warning,) = _hazards({"Ep1": ENDPOINT}, {"Ep2": ENDPOINT})
+    assert warning == ("WARNING Ep1 (AWS::SageMaker::Endpoint, EndpointName Prod-Serving-m): its logical ID changes to Ep2, a "
+                       "delete and a create; CloudFormation creates Ep2 first, the name is still taken, and the deploy fails and "
+                       "rolls back. Keep the logical ID (override_logical_id)")
+
+
+def test_a_new_endpoint_name_replaces_the_endpoint():
+    (warning,) = _hazards({"Ep": ENDPOINT}, {"Ep": _with(ENDPOINT, EndpointName="Prod-Serving-n")})
+    assert warning.startswith("WARNING Ep (AWS::SageMaker::Endpoint, EndpointName Prod-Serving-m): EndpointName changes to "
+                              "Prod-Serving-n, which replaces it")
+
+
+def test_a_replacing_change_to_a_named_resource_that_keeps_its_name_fails():
+    role = {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "Prod-Serving-SmokeTest", "Path": "/"}}
+    (warning,) = _hazards({"R": role}, {"R": _with(role, Path="/smoke/")})
+    assert "changing Path replaces it, and CloudFormation cannot replace a resource with a fixed name" in warning
+
+
+def test_data_under_a_new_logical_id_or_removed_is_lost_or_orphaned():
+    moved, removed = _hazards({"Store": BUCKET, "Key": KEY}, {"Store2": BUCKET})
+    assert moved == ("WARNING Store (AWS::S3::Bucket, holds data): its logical ID changes to Store2, a delete and a create: a new "
+                     "empty one is created and this one deleted (DeletionPolicy Retain: the old one stays behind, outside the "
+                     "stack, with its data). Keep the logical ID (override_logical_id)")
+    assert removed == "WARNING Key (AWS::KMS::Key, holds data): removed, so CloudFormation deletes it, with its data"
+
+
+def test_a_create_only_change_to_a_bucket_replaces_it():
+    (warning,) = _hazards({"B": BUCKET}, {"B": _with(BUCKET, BucketName="fixed")})
+    assert warning.startswith("WARNING B (AWS::S3::Bucket, holds data): changing BucketName replaces it: a new, empty one")
+
+
+def test_updates_in_place_and_unnamed_stateless_replacements_are_not_flagged():
+    config = {"Type": "AWS::SageMaker::EndpointConfig", "Properties": {"ProductionVariants": [{"InstanceType": "ml.m5.large"}]}}
+    new_config = {"Type": "AWS::SageMaker::EndpointConfig", "Properties": {"ProductionVariants": [{"InstanceType": "ml.g4dn.xlarge"}]}}
+    assert _hazards({"Ep": ENDPOINT, "Cfg1": config, "B": BUCKET, "K": KEY},
+                    {"Ep": _with(ENDPOINT, EndpointConfigName="c2"), "Cfg2": new_config,
+                     "B": _with(BUCKET, LifecycleConfiguration={}), "K": _with(KEY, Description="x")}) == []
+
+
+def test_a_renamed_construct_in_the_synthesized_serving_stack_is_flagged(eia_app):
+    """The real template, its endpoint given the id an unpinned rename of its construct would give it."""
+    from infra_diff.hazards import replacement_hazards
+
+    base = eia_app.template("prod", "Serving").to_json()
+    resources = dict(base["Resources"])
+    resources["ImageClassifierHostingEndpoint0A1B2C3D"] = resources.pop("ImageClassifierServingEndpointE7182304")
+    (comparison,) = compare({"Prod/Serving": _stack("Prod/Serving", base["Resources"])}, {"Prod/Serving": _stack("Prod/Serving", resources)})
+    (warning,) = replacement_hazards(comparison)
+    assert warning.startswith("WARNING ImageClassifierServingEndpointE7182304 (AWS::SageMaker::Endpoint, EndpointName "
+                              "Prod-Serving-image-classifier): its logical ID changes to ImageClassifierHostingEndpoint0A1B2C3D")
+    assert section(comparison).body.startswith(warning)
 
 
 def test_nested_stage_assemblies_are_read_without_the_template_asset_and_cdk_metadata(tmp_path):
@@ -136,6 +212,27 @@ def test_the_same_commit_synthesized_in_another_directory_has_no_differences(scr
     result = _infra_diff(scratch_repo, "--base", "HEAD")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\nNo differences: all \d+ stacks unchanged\.\n$", result.stdout)
+    _assert_left_nothing_behind(scratch_repo)
+
+
+@pytest.mark.slow
+def test_make_diff_warns_when_a_construct_rename_would_replace_a_named_endpoint(scratch_repo):
+    """The committed code of HEAD did not pin the endpoint's logical id: renaming its construct changes it."""
+    serving = scratch_repo / "stacks" / "serving_stack.py"
+    source = serving.read_text()
+    assert source.count('"Serving",') == 1
+    try:
+        serving.write_text(source.replace('"Serving",', '"Hosting",'))
+        result = _infra_diff(scratch_repo, "--base", "HEAD")
+    finally:
+        _git(scratch_repo, "checkout", "--", "stacks/serving_stack.py")
+    assert result.returncode == 1, result.stdout + result.stderr
+    for stage in ("Dev", "Staging", "Prod"):
+        for model, logical_id in (("image-classifier", "ImageClassifierServingEndpointE7182304"),
+                                  ("object-detector", "ObjectDetectorServingEndpointFEBB68B4")):
+            assert (f"WARNING {logical_id} (AWS::SageMaker::Endpoint, EndpointName {stage}-Serving-{model}): its logical ID "
+                    f"changes to {logical_id.replace('Serving', 'Hosting')[:-8]}") in result.stdout
+    assert re.search(r"stacks unchanged\. 6 WARNINGS in the sections above\.\n$", result.stdout)
     _assert_left_nothing_behind(scratch_repo)
 
 

@@ -96,13 +96,22 @@ def test_dev_has_no_smoke_test(pipeline):
     assert not [a for a in _stages(pipeline)["Dev"] if a["Name"].startswith("SmokeTest-")]
 
 
-def test_each_stage_trusts_the_pipeline_account_to_smoke_test_only_its_endpoints(eia_app):
+def test_each_stage_trusts_only_the_pipelines_smoke_test_role_to_smoke_test_only_its_endpoints(eia_app, pipeline):
     template = eia_app.template("staging", "Serving")
     roles = {k: v["Properties"] for k, v in template.find_resources("AWS::IAM::Role").items() if "SmokeTest" in k}
     (role,) = roles.values()
     assert role["RoleName"] == "Staging-Serving-SmokeTest"
-    principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["AWS"]
-    assert ":iam::444444444444:root" in json.dumps(principal)
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert ":iam::444444444444:root" in json.dumps(trust["Principal"]["AWS"])
+    # Not the whole tools account: the caller must be the pipeline's smoke-test role of this stage.
+    assert trust["Condition"] == {"ArnEquals": {"aws:PrincipalArn": "arn:aws:iam::444444444444:role/Pipeline-SmokeTest-Staging"}}
+    # That role is what the stage's smoke-test projects run as, and nothing else does.
+    runners = {k: v["Properties"] for k, v in pipeline.find_resources("AWS::IAM::Role").items()
+               if v["Properties"].get("RoleName") == "Pipeline-SmokeTest-Staging"}
+    (runner_id,) = runners
+    users = sorted(k for k, v in pipeline.find_resources("AWS::CodeBuild::Project").items()
+                   if v["Properties"]["ServiceRole"] == {"Fn::GetAtt": [runner_id, "Arn"]})
+    assert users == [k for k in sorted(pipeline.find_resources("AWS::CodeBuild::Project")) if "StagingSmokeTest" in k] and users
     statements = [s for p in template.find_resources("AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
     invoke = [s for s in statements if s["Action"] == ["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"]]
     assert len(invoke) == 1 and list(invoke[0]["Resource"]) == ["Ref"]

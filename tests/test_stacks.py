@@ -1,5 +1,6 @@
 """Template assertions per construct and per environment, cdk-nag and cfn-lint."""
 import json
+import re
 
 import aws_cdk as cdk
 import pytest
@@ -8,6 +9,9 @@ from aws_cdk.assertions import Match
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.constructs.artifact_bucket import ACCESS_LOG_BUCKET_LOGICAL_ID, BUCKET_LOGICAL_ID, KEY_LOGICAL_ID
+from stacks.constructs.model_endpoint import endpoint_logical_id
+from stacks.constructs.smoke_test_role import ROLE_LOGICAL_ID as SMOKE_TEST_ROLE_LOGICAL_ID
+from tests.conftest import REPO
 
 ENVIRONMENTS = ["dev", "staging", "prod"]
 EIA_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference-eia:1.5.1-cpu-py3"
@@ -56,8 +60,101 @@ def test_only_the_endpoint_has_a_physical_name_and_it_is_stable(eia_app):
     template = eia_app.template("prod", "Serving")
     assert "ModelName" not in _only(template, "AWS::SageMaker::Model")["Properties"]
     assert "EndpointConfigName" not in _only(template, "AWS::SageMaker::EndpointConfig")["Properties"]
-    # Clients and alarms use it; a config change updates the endpoint in place, never replaces it.
-    assert _only(template, "AWS::SageMaker::Endpoint")["Properties"]["EndpointName"] == "Prod-Serving-image-classifier"
+    # Clients and alarms use it; a config change updates the endpoint in place, never replaces it. The logical id is
+    # the one the deployed endpoints have had since they got this name: another one would replace them (and collide).
+    (logical_id,) = template.find_resources("AWS::SageMaker::Endpoint")
+    assert logical_id == "ImageClassifierServingEndpointE7182304" == endpoint_logical_id("image-classifier")
+    assert template.to_json()["Resources"][logical_id]["Properties"]["EndpointName"] == "Prod-Serving-image-classifier"
+    assert endpoint_logical_id("object-detector") == "ObjectDetectorServingEndpointFEBB68B4"  # as deployed, too
+
+
+def test_the_endpoint_keeps_its_logical_id_when_its_construct_is_renamed_or_moved(eia_app):
+    """Built somewhere else in the tree under another id: the same logical id, so a refactor cannot replace it."""
+    from aws_cdk import aws_iam as iam
+    from constructs import Construct
+
+    from stacks.constructs.model_endpoint import ModelEndpoint
+
+    deployment = eia_app.config.environment("dev").models[0]
+    stack = cdk.Stack(cdk.App(), "Elsewhere")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    moved = ModelEndpoint(Construct(stack, "Models"), "Hosting", deployment=deployment, endpoint_name="Dev-Serving-image-classifier",
+                          rollback_alarms=[], model_data_url="s3://bucket/key", role=role, volume_key=None, config_file="x.yaml")
+    assert stack.resolve(moved.endpoint.logical_id) == "ImageClassifierServingEndpointE7182304"
+    # The check can fail: the unpinned resources next to it follow the construct path.
+    assert stack.resolve(moved.endpoint_config.logical_id) == "ModelsHostingEndpointConfigA02EA84F"
+
+
+# The logical ids this code pins, per named resource (a physical name set in the template); a new named resource
+# must be pinned and listed here.
+PINNED_NAMED_RESOURCES = {
+    "AWS::SageMaker::Endpoint": {"ImageClassifierServingEndpointE7182304"},
+    "AWS::IAM::Role": {SMOKE_TEST_ROLE_LOGICAL_ID, "SmokeTestRunnerStaging", "SmokeTestRunnerProd"},
+    "AWS::KMS::Alias": {"PipelineArtifactsBucketEncryptionKeyAlias94A07392"},
+}
+
+
+def test_every_named_resource_has_a_pinned_logical_id(eia_app):
+    from infra_diff.hazards import name_property
+
+    named = {}
+    for path in [eia_app.outdir / "Pipeline.template.json", *eia_app.template_files()]:
+        for logical_id, resource in json.loads(path.read_text())["Resources"].items():
+            if name_property(resource):
+                named.setdefault(resource["Type"], set()).add(logical_id)
+    assert named == PINNED_NAMED_RESOURCES
+
+
+@pytest.fixture(scope="module")
+def sandbox_app(tmp_path_factory):
+    """A second copy of the app for the same accounts, qualified by config/app.yaml's name_prefix."""
+    from tests.conftest import SynthesizedApp, build_for, make_config
+
+    root = tmp_path_factory.mktemp("sandbox")
+    config = make_config(root / "config")
+    (config / "app.yaml").write_text("name_prefix: sbx\n")
+    build_for(config, root / "artifacts")
+    return SynthesizedApp(config, root / "artifacts", root / "out")
+
+
+def _physical_names(app) -> set:
+    """Stack names, and every name a template fixes: resource names (EndpointName, RoleName, AliasName, ...) and exports."""
+    from infra_diff.hazards import name_property
+
+    names = {app.app.node.find_child("Pipeline").stack_name}
+    names |= {stack.stack_name for stage in app.stages.values() for stack in (stage.artifact_store, stage.serving)}
+    for path in [app.outdir / "Pipeline.template.json", *app.template_files()]:
+        template = json.loads(path.read_text())
+        names |= {r["Properties"][name_property(r)] for r in template["Resources"].values() if name_property(r)}
+        names |= {o["Export"]["Name"] for o in template.get("Outputs", {}).values() if "Export" in o}
+    return names
+
+
+def test_a_name_prefix_names_nothing_the_first_copy_owns(eia_app, sandbox_app):
+    first, second = _physical_names(eia_app), _physical_names(sandbox_app)
+    assert all(isinstance(name, str) for name in first | second)
+    assert len(first) == len(second) > 20 and not first & second
+    assert "Prod-Serving-image-classifier" in first and "sbx-Prod-Serving-image-classifier" in second
+    assert {"sbx-Prod-Serving-SmokeTest", "sbx-Pipeline-SmokeTest-Prod", "sbx-Prod-ArtifactStore-ModelArtifactKeyArn"} <= second
+    # The copy's serving stack reads its own copy's artifact store.
+    imports = {v for v in json.dumps(sandbox_app.template("dev", "Serving").to_json()).split('"') if "ArtifactStore-" in v}
+    assert imports and all(v.startswith("sbx-Dev-ArtifactStore-") for v in imports)
+
+
+def test_no_name_prefix_keeps_the_deployed_names(eia_app):
+    assert eia_app.stages["prod"].serving.stack_name == "Prod-Serving"
+    assert eia_app.stages["prod"].artifact_store.stack_name == "Prod-ArtifactStore"
+    assert eia_app.app.node.find_child("Pipeline").stack_name == "Pipeline"
+
+
+@pytest.mark.parametrize("app, env", [("eia_app", "prod"), ("gpu_app", "prod"), ("eia_app", "dev")])
+def test_a_config_update_keeps_the_scaled_instance_count_and_weight(request, app, env):
+    """Without RetainAllVariantProperties each new EndpointConfig resets the variant to InitialInstanceCount."""
+    endpoint = _only(request.getfixturevalue(app).template(env, "Serving"), "AWS::SageMaker::Endpoint")["Properties"]
+    assert endpoint["RetainAllVariantProperties"] is True
+    # Nothing excluded: instance type, image and model come from the new EndpointConfig anyway (they are not
+    # variant properties); only the desired count and weight are kept.
+    assert "ExcludeRetainedVariantProperties" not in endpoint
 
 
 def test_endpoint_storage_is_encrypted_with_the_artifact_key_on_ebs_instances(eia_app):
@@ -83,18 +180,62 @@ def test_endpoint_name_is_an_output(eia_app):
     assert any(v.get("Fn::GetAtt", [None, None])[1] == "EndpointName" for v in values if isinstance(v, dict)), values
 
 
+def _role_id(template, service) -> str:
+    roles = template.find_resources("AWS::IAM::Role", {"Properties": {"AssumeRolePolicyDocument": {
+        "Statement": [Match.object_like({"Principal": {"Service": service}})]}}})
+    assert len(roles) == 1, sorted(roles)
+    return next(iter(roles))
+
+
+def _statements_of(template, role_id, policy_id_part=""):
+    """The statements of the policies attached to one role (not of every policy in the stack)."""
+    return [s for logical_id, p in template.find_resources("AWS::IAM::Policy").items()
+            if {"Ref": role_id} in p["Properties"]["Roles"] and policy_id_part in logical_id
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statements):
+    return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
 def test_execution_role_has_full_access_plus_scoped_grants(eia_app):
     template = eia_app.template("dev", "Serving")
-    roles = template.find_resources("AWS::IAM::Role", {"Properties": {"AssumeRolePolicyDocument": {
-        "Statement": [Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})]}}})
-    assert len(roles) == 1
-    role = next(iter(roles.values()))["Properties"]
-    assert "AmazonSageMakerFullAccess" in str(role["ManagedPolicyArns"])
-    policy = str(template.find_resources("AWS::IAM::Policy"))
-    assert "/models/image-classifier/*" in policy  # artifact read is scoped to this model's prefix
-    assert "kms:Decrypt" in policy
-    assert "repository/pytorch-inference-eia" in policy and ":763104351884:" in policy
-    assert "/aws/sagemaker/Endpoints/Dev-Serving-image-classifier" in policy
+    role_id = _role_id(template, "sagemaker.amazonaws.com")
+    assert "AmazonSageMakerFullAccess" in str(template.to_json()["Resources"][role_id]["Properties"]["ManagedPolicyArns"])
+    scoped = _statements_of(template, role_id, "DefaultPolicy")
+    (decrypt,) = [s for s in scoped if "kms:Decrypt" in _actions([s])]
+    assert decrypt["Resource"] == {"Fn::ImportValue": "Dev-ArtifactStore-ModelArtifactKeyArn"}  # the artifact key only
+    assert _actions([decrypt]) == {"kms:Decrypt", "kms:DescribeKey"}  # grant_read adds no GenerateDataKey*/ReEncrypt*
+    (read,) = [s for s in scoped if "s3:GetObject*" in _actions([s])]
+    assert "/models/image-classifier/*" in json.dumps(read["Resource"])  # artifact read is scoped to this model's prefix
+    (pull,) = [s for s in scoped if "ecr:BatchGetImage" in _actions([s])]
+    assert "repository/pytorch-inference-eia" in json.dumps(pull["Resource"]) and ":763104351884:" in json.dumps(pull["Resource"])
+    assert "/aws/sagemaker/Endpoints/Dev-Serving-image-classifier" in json.dumps(scoped)
+    assert all(s["Resource"] != "*" for s in scoped)
+    # Only the two actions that take no resource ARN are on "*", in their own policy (their own acknowledgement).
+    account_wide = _statements_of(template, role_id, "AccountWideActions")
+    assert {s["Resource"] for s in account_wide} == {"*"}
+    assert _actions(account_wide) == {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+def test_the_per_role_lookup_sees_only_that_role(eia_app):
+    """The check above can fail: the smoke-test role of the same stack has no kms:Decrypt, though the stack does."""
+    template = eia_app.template("dev", "Serving")
+    assert "kms:Decrypt" in json.dumps(template.find_resources("AWS::IAM::Policy"))
+    smoke_test = _statements_of(template, SMOKE_TEST_ROLE_LOGICAL_ID)
+    assert smoke_test and "kms:Decrypt" not in _actions(smoke_test)
+
+
+def test_full_access_is_a_synth_warning_that_says_what_it_adds_and_how_to_remove_it(eia_app, eia_config):
+    from stacks.constructs.execution_role import full_access_warning
+
+    expected = full_access_warning("image-classifier", f"{eia_config}/models/image-classifier.yaml")
+    assert _warnings(eia_app).count(expected) == 3  # one per stage
+    for grant in ("sagemaker:* on every SageMaker resource", "iam:PassRole", "'sagemaker'",
+                  "set serving.attach_sagemaker_full_access: false in"):
+        assert grant in expected
+    readme = (REPO / "README.md").read_text()
+    assert "serving.attach_sagemaker_full_access: false" in readme and "### What AmazonSageMakerFullAccess adds" in readme
 
 
 def test_full_access_switch_leaves_only_scoped_grants(tmp_path):
@@ -105,6 +246,8 @@ def test_full_access_switch_leaves_only_scoped_grants(tmp_path):
     app = SynthesizedApp(config, tmp_path / "artifacts", tmp_path / "out")
     roles = app.template("dev", "Serving").find_resources("AWS::IAM::Role")
     assert not [r for r in roles.values() if "AmazonSageMakerFullAccess" in str(r)]
+    assert not [w for w in _warnings(app) if "AmazonSageMakerFullAccess" in w]
+    assert stale_acknowledgements(app) == []  # its IAM4 acknowledgement went with it
 
 
 # ------------------------------------------------------------ artifact store (stateful)
@@ -124,6 +267,11 @@ def test_artifact_bucket_settings(eia_app, env):
     template.has_resource_properties("AWS::S3::BucketPolicy", {"Bucket": {"Ref": BUCKET_LOGICAL_ID}, "PolicyDocument": {
         "Statement": Match.array_with([Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
     template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    # ACLs off on the access-log bucket: log delivery is granted by its bucket policy.
+    access_logs = template.to_json()["Resources"][ACCESS_LOG_BUCKET_LOGICAL_ID]["Properties"]
+    assert access_logs["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    template.has_resource_properties("AWS::S3::BucketPolicy", {"Bucket": {"Ref": ACCESS_LOG_BUCKET_LOGICAL_ID}, "PolicyDocument": {
+        "Statement": Match.array_with([Match.object_like({"Principal": {"Service": "logging.s3.amazonaws.com"}})])}})
 
 
 def test_stateful_logical_ids_are_pinned(eia_app):
@@ -208,7 +356,7 @@ def test_linear_shifting_is_one_line_of_config(tmp_path):
 UNTAGGABLE = {
     "AWS::IAM::Policy", "AWS::S3::BucketPolicy", "AWS::KMS::Alias", "AWS::Lambda::LayerVersion", "Custom::CDKBucketDeployment",
     "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::CloudWatch::Alarm",
-    "AWS::CloudWatch::Dashboard", "Custom::S3AutoDeleteObjects",
+    "AWS::CloudWatch::Dashboard", "Custom::S3AutoDeleteObjects", "Custom::ModelArtifactCopy",
 }
 
 
@@ -248,14 +396,44 @@ def test_gpu_profile_synthesizes_a_clean_gpu_endpoint(gpu_app):
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
 
 
-def test_eia_warning_names_the_switch_and_its_cost_and_gpu_has_none(eia_app, gpu_app):
+def _eia_sentence(model, host, accelerator, config_file, successor_image, eia_month, gpu_month) -> str:
+    from cost.prices import default_table
+
+    return (
+        f"Model {model!r} uses Elastic Inference ({accelerator} on {host}). EI reached end of life in April 2024: accounts "
+        "that never used it cannot launch it, and the CloudFormation schema no longer lists AcceleratorType. To switch, set "
+        f"`serving.profile: gpu` in {config_file} (ml.g4dn.xlarge, {successor_image} image). Estimated on-demand cost in "
+        f"us-east-1 for 1 instance(s): ${gpu_month:,.0f}/month on ml.g4dn.xlarge against ${eia_month:,.0f}/month for this "
+        f"EIA pair (prices as of {default_table().as_of}; `make cost` compares every profile, serverless included). "
+        "EIA endpoints update all at once (no blue/green traffic shifting)."
+    )
+
+
+@pytest.mark.parametrize("model, host, accelerator, successor_image", [
+    ("image-classifier", "ml.m5.large", "ml.eia2.medium", "pytorch-inference:2.6.0-gpu-py312"),
+    ("object-detector", "ml.c5.xlarge", "ml.eia2.large", "mxnet-inference:1.9.0-gpu-py38"),
+])
+def test_the_eia_warning_quotes_the_successor_of_the_models_own_framework(tmp_path, model, host, accelerator, successor_image):
+    from config import load_config
+    from cost.estimate import monthly_cost
+    from stacks.constructs.model_endpoint import eia_end_of_life_warning
+    from tests.conftest import make_config
+
+    config = load_config(make_config(tmp_path / "config", models=("image-classifier", "object-detector")))
+    deployment = next(d for d in config.environment("dev").models if d.name == model)
+    expected = _eia_sentence(model, host, accelerator, f"config/models/{model}.yaml", successor_image,
+                             monthly_cost("us-east-1", host, accelerator, 1), monthly_cost("us-east-1", "ml.g4dn.xlarge", None, 1))
+    assert eia_end_of_life_warning(deployment, f"config/models/{model}.yaml") == expected
+
+
+def test_eia_warning_names_the_switch_and_its_cost_and_gpu_has_none(eia_app, eia_config, gpu_app):
     from cost.estimate import monthly_cost
 
-    eia = _warnings(eia_app)
-    assert any("Elastic Inference" in w and "end of life" in w and "serving.profile: gpu" in w for w in eia)
-    gpu_month = monthly_cost("us-east-1", "ml.g4dn.xlarge", None, 1)
-    eia_month = monthly_cost("us-east-1", "ml.m5.large", "ml.eia2.medium", 1)
-    assert any(f"${gpu_month:,.0f}/month on ml.g4dn.xlarge against ${eia_month:,.0f}/month for this EIA pair" in w for w in eia)
+    config_file = f"{eia_config}/models/image-classifier.yaml"
+    expected = _eia_sentence("image-classifier", "ml.m5.large", "ml.eia2.medium", config_file, "pytorch-inference:2.6.0-gpu-py312",
+                             monthly_cost("us-east-1", "ml.m5.large", "ml.eia2.medium", 1),
+                             monthly_cost("us-east-1", "ml.g4dn.xlarge", None, 1))
+    assert _warnings(eia_app).count(expected) == 3  # the synthesized warning, whole, once per stage
     assert not any("Elastic Inference" in w for w in _warnings(gpu_app))
 
 
@@ -264,7 +442,8 @@ def _warnings(app):
     for stage in app.stages.values():
         for stack in (stage.artifact_store, stage.serving):
             for construct in stack.node.find_all():
-                found += [str(e.data) for e in construct.node.metadata if e.type == "aws:cdk:warning"]
+                # Without the " [ack: <id>]" CDK appends (the id that would acknowledge the warning).
+                found += [re.sub(r" \[ack: [\w-]+\]$", "", str(e.data)) for e in construct.node.metadata if e.type == "aws:cdk:warning"]
     return found
 
 
@@ -292,6 +471,35 @@ def test_every_acknowledgement_carries_a_reason(eia_app):
                     count += 1
                     assert len(str(reason).strip()) > 10, rule
     assert count > 10
+
+
+def stale_acknowledgements(app):
+    """(construct path, rule) of every acknowledgement no finding used. The validation report lists each suppressed
+    finding with the construct its acknowledgement sits on; an acknowledgement missing there suppresses nothing."""
+    report = json.loads((app.outdir / "validation-report.json").read_text())
+    used = {(v["acknowledgedAt"], v["acknowledgedId"]) for plugin in report["pluginReports"] for v in plugin.get("suppressedViolations", [])}
+    declared = {(c.node.path, rule) for c in app.app.node.find_all() for entry in c.node.metadata
+                if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY for rule in entry.data}
+    return sorted(declared - used)
+
+
+def test_the_stale_acknowledgement_check_finds_one(tmp_path):
+    """A bucket without access logs, acknowledged for S1 (which fires) and for IAM4 (which cannot)."""
+    from types import SimpleNamespace
+
+    app = cdk.App(outdir=str(tmp_path))
+    bucket = s3.Bucket(cdk.Stack(app, "Unlogged"), "Bucket", enforce_ssl=True)
+    for rule in ("AwsSolutions::AwsSolutions-S1", "AwsSolutions::AwsSolutions-IAM4"):
+        cdk.Validations.of(bucket).acknowledge(cdk.Acknowledgment(id=rule, reason="for the test of the check"))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app.synth()
+    assert stale_acknowledgements(SimpleNamespace(app=app, outdir=tmp_path)) == [("Unlogged/Bucket", "AwsSolutions::AwsSolutions-IAM4")]
+
+
+@pytest.mark.parametrize("app", ["eia_app", "gpu_app", "serverless_app"])
+def test_every_acknowledgement_matches_a_finding_that_fired(request, app):
+    """All stacks: the stages' and the pipeline's, the artifact copy's function included."""
+    assert stale_acknowledgements(request.getfixturevalue(app)) == []
 
 
 def test_cdk_nag_is_live_and_fails_an_unacknowledged_finding(tmp_path):
@@ -362,6 +570,8 @@ def test_serverless_endpoint_has_no_instances_kms_key_autoscaling_or_isolation(s
     assert model["EnableNetworkIsolation"] is False
     assert model["PrimaryContainer"]["Image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
     assert len(template.find_resources("AWS::CloudWatch::Alarm")) == 2  # alarms and rollback still apply
+    # No instance count to keep, one variant with nothing to weigh: no retention asked for.
+    assert "RetainAllVariantProperties" not in _only(template, "AWS::SageMaker::Endpoint")["Properties"]
 
 
 def test_serverless_synthesizes_clean_under_cdk_nag_and_cfn_lint(serverless_app):

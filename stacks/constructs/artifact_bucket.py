@@ -1,5 +1,5 @@
 """The model artifact store: a KMS-encrypted, versioned, access-logged S3 bucket."""
-from aws_cdk import Duration, RemovalPolicy, Validations, Acknowledgment
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -34,16 +34,11 @@ class ArtifactBucket(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            # ACLs off: log delivery is granted by the bucket policy (@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy).
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(ACCESS_LOG_DAYS), noncurrent_version_expiration=Duration.days(30))],
             removal_policy=removal,
             auto_delete_objects=auto_delete,
-        )
-        Validations.of(self.access_logs).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-S1",
-                reason="This is the access-log target bucket; logging it into itself would loop.",
-            )
         )
         self.bucket = s3.Bucket(
             self,

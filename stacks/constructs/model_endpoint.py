@@ -3,7 +3,10 @@
 The Model and EndpointConfig have no physical names: an EndpointConfig is immutable, so any change
 must be able to replace it. The Endpoint has a stable name (<stack>-<model>) that clients call and
 alarms watch; changing its config updates it in place, so the name never blocks a replacement.
+Its logical id is pinned too: under a new logical id CloudFormation would create a second endpoint
+of the same name before deleting the first, and the deploy would fail and roll back.
 """
+import hashlib
 from typing import Optional, Sequence
 
 from aws_cdk import Acknowledgment, Annotations, Validations
@@ -17,9 +20,21 @@ from config import ModelDeployment
 from cost.estimate import monthly_cost
 from cost.prices import default_table
 from config.container import container_environment
-from config.serving_targets import EIA_SUCCESSOR_PROFILE, PROFILE_DEFAULTS, has_local_instance_storage
+from config.serving_targets import EIA_SUCCESSOR_PROFILE, eia_successor, has_local_instance_storage
 
 VARIANT_NAME = "AllTraffic"
+
+
+def model_construct_id(model_name: str) -> str:
+    """image-classifier -> ImageClassifier: the model's scope in the serving stack."""
+    return "".join(part.capitalize() for part in model_name.replace("_", "-").split("-"))
+
+
+def endpoint_logical_id(model_name: str) -> str:
+    """The id CDK derived from the path <Model>/Serving/Endpoint (its readable path plus the md5 of the path)
+    when the endpoints got their stable names, frozen so that no refactor of the construct tree changes it."""
+    path = f"{model_construct_id(model_name)}/Serving/Endpoint"
+    return path.replace("/", "") + hashlib.md5(path.encode()).hexdigest()[:8].upper()
 
 
 class ModelEndpoint(Construct):
@@ -61,13 +76,20 @@ class ModelEndpoint(Construct):
             endpoint_name=endpoint_name,
             endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
             deployment_config=_blue_green(deployment, rollback_alarms),
+            # Without it every new EndpointConfig puts the variant back to InitialInstanceCount: an endpoint that
+            # autoscaled to 4 drops to 1, under load. Retained: the desired instance count and weight (what
+            # autoscaling sets); applied: everything the new config is about (instance type, image, model, KMS key).
+            # Blue/green: the green fleet starts at the retained count, so canary/linear steps are percentages of
+            # the capacity actually serving, and the blue fleet keeps it until traffic has moved. Serverless
+            # variants have no instance count and one variant has nothing to weigh: nothing to retain there.
+            retain_all_variant_properties=None if target.is_serverless else True,
         )
+        self.endpoint.override_logical_id(endpoint_logical_id(deployment.name))
 
         if target.profile == "eia":
             self._explain_elastic_inference(deployment, config_file)
 
     def _explain_elastic_inference(self, deployment: ModelDeployment, config_file: str) -> None:
-        successor = PROFILE_DEFAULTS[EIA_SUCCESSOR_PROFILE]
         Validations.of(self.endpoint_config).acknowledge(
             Acknowledgment(
                 id="CloudFormation-Validate::F3002",
@@ -75,16 +97,24 @@ class ModelEndpoint(Construct):
                 "the CloudFormation schema dropped it after EI's end of life.",
             )
         )
-        Annotations.of(self.endpoint_config).add_warning_v2(
-            "eia-end-of-life",
-            f"Model {deployment.name!r} uses Elastic Inference ({deployment.target.accelerator_type} on "
-            f"{deployment.target.instance_type}). EI reached end of life in April 2024: accounts that never used it "
-            "cannot launch it, and the CloudFormation schema no longer lists AcceleratorType. To switch, set "
-            f"`serving.profile: {EIA_SUCCESSOR_PROFILE}` in {config_file} "
-            f"({successor.instance_type}, pytorch-inference {successor.framework_version} GPU image). "
-            f"{_cost_comparison(deployment, successor.instance_type)} "
-            "EIA endpoints update all at once (no blue/green traffic shifting).",
-        )
+        Annotations.of(self.endpoint_config).add_warning_v2("eia-end-of-life", eia_end_of_life_warning(deployment, config_file))
+
+
+def eia_end_of_life_warning(deployment: ModelDeployment, config_file: str) -> str:
+    """The synth warning of an EIA model: EI's end of life, and the switch to its own framework's GPU image."""
+    target = deployment.target
+    successor = eia_successor(deployment.spec, target.region, config_file)
+    if successor is None:
+        switch = f"(the SageMaker SDK's tables have no {target.framework} GPU image in {target.region}; `make cost` compares what exists)."
+    else:
+        image = successor.image_uri.rpartition("/")[2]  # e.g. mxnet-inference:1.9.0-gpu-py38
+        switch = f"({successor.instance_type}, {image} image). {_cost_comparison(deployment, successor.instance_type)}"
+    return (
+        f"Model {deployment.name!r} uses Elastic Inference ({target.accelerator_type} on {target.instance_type}). "
+        "EI reached end of life in April 2024: accounts that never used it cannot launch it, and the CloudFormation "
+        f"schema no longer lists AcceleratorType. To switch, set `serving.profile: {EIA_SUCCESSOR_PROFILE}` in {config_file} "
+        f"{switch} EIA endpoints update all at once (no blue/green traffic shifting)."
+    )
 
 
 def _cost_comparison(deployment: ModelDeployment, successor_instance_type: str) -> str:

@@ -43,7 +43,8 @@ def _findings(stack: Stack, pipeline: pipelines.CodePipeline) -> List[Tuple[str,
                 id="AwsSolutions::AwsSolutions-CB5",
                 reason="The serving runtime's own Deep Learning Container image: the model must be converted by the torch it serves with.",
             ))
-        if isinstance(project, codebuild.CfnProject):
+        # Asset projects share one role whose grants cover every project (report-group/*, /aws/codebuild/*, above).
+        if isinstance(project, codebuild.CfnProject) and "/Assets/" not in project.node.path:
             project_id = stack.get_logical_id(project)
             findings += [
                 (f"AwsSolutions-IAM5[Resource::{arn_prefix}:codebuild:{where}:report-group/<{project_id}>-*]",

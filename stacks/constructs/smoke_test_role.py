@@ -6,22 +6,31 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-
-def smoke_test_role_name(serving_stack_name: str) -> str:
-    # A known name lets the pipeline grant sts:AssumeRole on exactly this role, across accounts.
-    return f"{serving_stack_name}-SmokeTest"
+# The id CDK gave this named role when it was added; pinned, as a new logical id for the same RoleName
+# would make CloudFormation create the role again before deleting it, and the name is taken.
+ROLE_LOGICAL_ID = "SmokeTestRole038569BC"
 
 
 class SmokeTestRole(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, pipeline_account: str, endpoints: Sequence[sagemaker.CfnEndpoint]) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, role_name: str, pipeline_account: str, pipeline_role_name: str,
+                 endpoints: Sequence[sagemaker.CfnEndpoint]) -> None:
         super().__init__(scope, construct_id)
+        partition = Stack.of(self).partition
         self.role = iam.Role(
             self,
             "Role",
-            role_name=smoke_test_role_name(Stack.of(self).stack_name),
-            assumed_by=iam.AccountPrincipal(pipeline_account),
+            # A known name lets the pipeline grant sts:AssumeRole on exactly this role, across accounts.
+            role_name=role_name,
+            # Only the pipeline's smoke-test role for this stage, not the whole tools account. A condition on the
+            # caller's ARN rather than that role as principal: IAM would refuse a trust policy naming a role that
+            # does not exist yet (a hand deployment before the pipeline's), and would stop matching once that
+            # role is recreated.
+            assumed_by=iam.AccountPrincipal(pipeline_account).with_conditions(
+                {"ArnEquals": {"aws:PrincipalArn": f"arn:{partition}:iam::{pipeline_account}:role/{pipeline_role_name}"}}
+            ),
             description="Assumed by the delivery pipeline's smoke test: describe and invoke this stage's endpoints",
         )
+        self.role.node.default_child.override_logical_id(ROLE_LOGICAL_ID)
         # Ref of an AWS::SageMaker::Endpoint is its ARN.
         self.role.add_to_policy(
             iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"], resources=[e.ref for e in endpoints])
