@@ -163,32 +163,63 @@ def decode_request(body, content_type):
     raise RequestError(415, "unsupported content type {!r}; send one of {}".format(content_type, ACCEPTED_CONTENT_TYPES))
 
 
-NPY_HEADER_READ = 1 << 16  # more than any numeric array's header (numpy pads them to 64 or 4096 bytes)
+NPY_MAGIC = b"\x93NUMPY"
+NPY_HEADER_LENGTH = {1: "<H", 2: "<I"}  # format major version -> how its header length is stored (3.0: structured arrays)
+NPY_HEADER_KEYS = {"descr", "fortran_order", "shape"}
+NPY_MAX_HEADER_BYTES = 10000  # numpy's own limit (np.load's max_header_size)
 
 
 def _decode_npy(body):
     """The body's array, read in place: its header is parsed, then the data is viewed, not copied (np.load
     copies it twice). The model servers hand the body over as a bytearray, so the view is writable."""
     try:
-        header = io.BytesIO(memoryview(body)[:NPY_HEADER_READ])
-        version = np.lib.format.read_magic(header)
-        if version not in _NPY_HEADER_READERS:  # 3.0 only adds UTF-8 field names, for structured arrays
-            raise ValueError("unsupported format version {}.{}".format(*version))
-        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](header)
-    except Exception as error:  # numpy raises ValueError, KeyError, SyntaxError... for a corrupt header
+        shape, fortran_order, dtype, offset = _npy_header(body)
+    except Exception as error:  # ValueError, SyntaxError, struct.error, RecursionError... for a corrupt header
         raise RequestError(400, "body is not a valid .npy array ({}); write it with numpy.save".format(error))
     if dtype.kind not in "fiu":
         raise RequestError(400, "expected a float32 array, got dtype {}".format(dtype))
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(body) - header.tell() != count * dtype.itemsize:
+    count = 1
+    for size in shape:
+        count *= size
+    if len(body) - offset != count * dtype.itemsize:
         raise RequestError(400, "body is not a valid .npy array (its header describes {} bytes of {} data, the body holds {}); "
-                                "write it with numpy.save".format(count * dtype.itemsize, dtype, len(body) - header.tell()))
-    array = np.frombuffer(body, dtype=dtype, count=count, offset=header.tell())
+                                "write it with numpy.save".format(count * dtype.itemsize, dtype, len(body) - offset))
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
     array = array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
     return array if array.flags.writeable else array.copy()  # torch warns on (and must not write to) read-only memory
 
 
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+def _npy_header(body):
+    """(shape, fortran_order, dtype, data offset) of an .npy body, format 1.0 or 2.0 (numpy's format spec).
+
+    The header is a Python dict literal, read with ast.literal_eval as numpy >= 1.24 reads it: numpy 1.19 (the EIA
+    images) first passes it through the tokenize module, which took longer than the rest of the decoding."""
+    import ast
+    import struct
+
+    if bytes(body[:6]) != NPY_MAGIC or len(body) < 8:
+        raise ValueError("no .npy magic string")
+    major, minor = body[6], body[7]
+    if major not in NPY_HEADER_LENGTH or minor != 0:
+        raise ValueError("unsupported format version {}.{}".format(major, minor))
+    length_format = NPY_HEADER_LENGTH[major]
+    start = 8 + struct.calcsize(length_format)
+    (length,) = struct.unpack(length_format, bytes(body[8:start]))
+    if length > NPY_MAX_HEADER_BYTES:
+        raise ValueError("a header of {} bytes, over numpy's own limit of {}".format(length, NPY_MAX_HEADER_BYTES))
+    text = bytes(body[start:start + length]).decode("latin1")
+    # A numeric array's header is one dict holding one tuple (its shape); nesting would overflow Python 3.6's parser.
+    if sum(text.count(bracket) for bracket in "{([") > 2:
+        raise ValueError("not the header of a numeric array (nested brackets)")
+    header = ast.literal_eval(text)
+    if not isinstance(header, dict) or set(header) != NPY_HEADER_KEYS:
+        raise ValueError("the header is not a dict of {}".format(", ".join(sorted(NPY_HEADER_KEYS))))
+    shape = header["shape"]
+    if not isinstance(shape, tuple) or not all(isinstance(size, int) and size >= 0 for size in shape):
+        raise ValueError("shape {!r} is not a tuple of sizes".format(shape))
+    if not isinstance(header["fortran_order"], bool):
+        raise ValueError("fortran_order {!r} is not a bool".format(header["fortran_order"]))
+    return shape, header["fortran_order"], np.dtype(header["descr"]), start + length
 
 
 def _as_batch(array):

@@ -119,12 +119,23 @@ def bad_requests(limits: Dict[str, int]) -> List[BadRequest]:
         BadRequest("truncated npy", npy(BATCH)[:-4], "application/x-npy", 400,
                    f"body is not a valid .npy array (its header describes {BATCH.nbytes} bytes of float32 data, the body holds {BATCH.nbytes - 4})"),
         BadRequest("pickled npy", _pickled_npy(), "application/x-npy", 400, "expected a float32 array, got dtype object"),
+        # Deep nesting in the header would overflow Python 3.6's parser (a MemoryError, printed to stderr).
+        BadRequest("npy header nested deeply", _npy_with_header("{" + "(" * 3000), "application/x-npy", 400,
+                   "body is not a valid .npy array (not the header of a numeric array (nested brackets))"),
+        BadRequest("npy negative shape", _npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, -2), }"),
+                   "application/x-npy", 400, "body is not a valid .npy array (shape (1, -2) is not a tuple of sizes)"),
         BadRequest("empty body", b"", "application/x-npy", 400, "empty request body"),
         BadRequest("over the size limit", b"\0" * (limits["max_request_bytes"] + 1), "application/x-npy", 413,
                    f"request body is {limits['max_request_bytes'] + 1} bytes, " + _over("max_request_bytes", limits)),
     ] + ([BadRequest("too many pixels", too_many_pixels, "application/json", 413,
                      f"the request's images decode to {count * side * side} pixels, " + _over("max_pixels_per_request", limits))]
          if too_many_pixels else [])
+
+
+def _npy_with_header(header: str) -> bytes:
+    """An .npy (format 1.0) body with this header text and no data."""
+    text = header.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
 
 
 def _pickled_npy() -> bytes:
