@@ -217,15 +217,18 @@ def test_the_same_commit_synthesized_in_another_directory_has_no_differences(scr
 
 @pytest.mark.slow
 def test_make_diff_warns_when_a_construct_rename_would_replace_a_named_endpoint(scratch_repo):
-    """The committed code of HEAD did not pin the endpoint's logical id: renaming its construct changes it."""
+    """Without the pinned logical id (someone removes it), renaming the endpoint's construct changes its logical id."""
     serving = scratch_repo / "stacks" / "serving_stack.py"
-    source = serving.read_text()
-    assert source.count('"Serving",') == 1
+    endpoint = scratch_repo / "stacks" / "constructs" / "model_endpoint.py"
+    source, endpoint_source = serving.read_text(), endpoint.read_text()
+    pin = "        self.endpoint.override_logical_id(endpoint_logical_id(deployment.name))\n"
+    assert source.count('"Serving",') == 1 and endpoint_source.count(pin) == 1
     try:
         serving.write_text(source.replace('"Serving",', '"Hosting",'))
+        endpoint.write_text(endpoint_source.replace(pin, ""))
         result = _infra_diff(scratch_repo, "--base", "HEAD")
     finally:
-        _git(scratch_repo, "checkout", "--", "stacks/serving_stack.py")
+        _git(scratch_repo, "checkout", "--", "stacks/serving_stack.py", "stacks/constructs/model_endpoint.py")
     assert result.returncode == 1, result.stdout + result.stderr
     for stage in ("Dev", "Staging", "Prod"):
         for model, logical_id in (("image-classifier", "ImageClassifierServingEndpointE7182304"),
