@@ -4,6 +4,12 @@ Source (CodeConnections) → RuntimeExport per model (the serving image's own to
 make synth) → UpdatePipeline (self-mutation) → assets →
 Dev → Staging (+ smoke test) → manual approval → Prod (+ smoke test). The stages are the very
 ServingStage objects app.py synthesizes for hand deployment.
+
+Big models: CDK Pipelines gives its CloudFormation deploy actions the whole synth output (cdk.out, the staged
+model.tar.gz files included) as input artifact, and CodePipeline caps those at 256 MB (aws-cdk issues #9917,
+#21325). The synth step also outputs a copy of the assembly without the staged assets (pipeline_steps), and
+`deploy_from_templates_only` (pipeline_deploy_input) points the deploy actions at it; the Assets stage and self-mutation keep the full
+output. So models deploy through the pipeline up to the 5 GiB a single CopyObject copies.
 """
 from typing import Dict
 
@@ -15,6 +21,7 @@ from constructs import Construct
 from config import AppConfig, EnvironmentConfig
 from stacks.constructs.pipeline_acknowledgments import acknowledge_pipeline_findings
 from config.loader import resolve_in_region
+from stacks.pipeline_deploy_input import deploy_from_templates_only
 from stacks.pipeline_steps import cdk_cli_version, runtime_export_step, smoke_test_step, synth_step
 from stacks.serving_stage import ServingStage
 
@@ -64,6 +71,7 @@ class PipelineStack(Stack):
             self.pipeline.add_stage(stage, pre=pre, post=post)
         # Build now, so the CodePipeline and CodeBuild constructs exist to carry their cdk-nag acknowledgements.
         self.pipeline.build_pipeline()
+        deploy_from_templates_only(self.pipeline)
         acknowledge_pipeline_findings(self.pipeline)
 
     def _smoke_test_runner(self, env: EnvironmentConfig) -> iam.Role:
@@ -79,3 +87,4 @@ class PipelineStack(Stack):
         # Named, so pinned: a new logical id would recreate it under the same, still taken, name.
         role.node.default_child.override_logical_id(f"SmokeTestRunner{env.stage_id}")
         return role
+

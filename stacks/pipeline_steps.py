@@ -45,6 +45,21 @@ RUNTIME_EXPORT_DIR = "build/runtime-export"
 RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
 
 
+# The synth output (cdk.out) carries the staged assets, the model.tar.gz files included (up to 5 GiB each): the
+# Assets stage publishes them from it. CodePipeline caps a CloudFormation action's input artifact at 256 MB, and the
+# deploy actions read only templates and their template configurations, so they get a copy of the assembly without
+# the staged assets (every `asset.*` entry, at any depth: files such as asset.<hash>.tar.gz and directories).
+# CodePipeline quota: "Maximum size of input artifacts for AWS CloudFormation actions: 256 MB".
+CLOUDFORMATION_INPUT_MAX_BYTES = 256 * 1024 ** 2
+ASSEMBLY_DIR = "cdk.out"
+TEMPLATES_ONLY_DIR = "cdk.templates"
+STAGED_ASSET_PATTERN = "asset.*"
+TEMPLATES_ONLY_COMMAND = (
+    f"rm -rf {TEMPLATES_ONLY_DIR} && python -c \"import shutil; shutil.copytree('{ASSEMBLY_DIR}', '{TEMPLATES_ONLY_DIR}', "
+    f"ignore=shutil.ignore_patterns('{STAGED_ASSET_PATTERN}'))\""
+)
+
+
 MICROMAMBA_URL = "https://micro.mamba.pm/api/micromamba/linux-64/latest"
 RUNTIME_PYTHONS_DIR = "/opt/runtime-pythons"
 
@@ -94,7 +109,7 @@ def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, de
 
 
 def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_exports: Dict[str, pipelines.CodeBuildStep]) -> pipelines.CodeBuildStep:
-    return pipelines.CodeBuildStep(
+    step = pipelines.CodeBuildStep(
         "Synth",
         input=source,
         additional_inputs={f"{RUNTIME_EXPORT_DIR}/{name}": step for name, step in runtime_exports.items()},
@@ -109,10 +124,13 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
               f"--channel conda-forge python={version}" for version in runtime_pythons()),
         ],
         # What a developer runs: the whole suite, then artifacts (from the runtime exports) + synth + cfn-lint.
-        commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}"],
-        primary_output_directory="cdk.out",
+        commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}", TEMPLATES_ONLY_COMMAND],
+        primary_output_directory=ASSEMBLY_DIR,
         timeout=Duration.minutes(60),
     )
+    # The second output: what the CloudFormation deploy actions read (pipeline_stack.deploy_from_templates_only).
+    step.add_output_directory(TEMPLATES_ONLY_DIR)
+    return step
 
 
 def smoke_test_step(

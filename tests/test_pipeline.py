@@ -1,10 +1,14 @@
 """The delivery pipeline: source, runtime export, synth, stage order, approval, smoke tests, checks."""
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
 
 from config import ConfigError, load_config
+from stacks.pipeline_deploy_input import templates_only_overrides
+from stacks.pipeline_steps import ASSEMBLY_DIR, CLOUDFORMATION_INPUT_MAX_BYTES, TEMPLATES_ONLY_COMMAND, TEMPLATES_ONLY_DIR
 from tests.conftest import make_config
 
 EIA_IMAGE_PATH = "/pytorch-inference-eia:1.5.1-cpu-py3"
@@ -55,7 +59,7 @@ def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
         "--input-shape 1 3 64 64 --dtype float32 --out build/runtime-export/image-classifier"
     ]
     synth = _project(pipeline, "Synth")
-    assert _commands(synth) == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
+    assert _commands(synth)[:2] == ["make test", "make synth RUNTIME_EXPORT=build/runtime-export"]
     # The serving runtimes' Pythons (make test builds their venvs), prebuilt from conda-forge, where setup looks first.
     install = json.loads(synth["Source"]["BuildSpec"])["phases"]["install"]["commands"]
     assert [c for c in install if "python=" in c] == [
@@ -66,6 +70,92 @@ def test_the_model_is_converted_in_the_runtime_image_before_synth(pipeline):
     assert variables["PROD_ACCOUNT_ID"] == "333333333333" and variables["PIPELINE_ACCOUNT_ID"] == "444444444444"
     assert variables["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     assert variables["PYTHON36"] == "/opt/runtime-pythons/3.6/bin/python3.6" and variables["PYTHON312"].endswith("/3.12/bin/python3.12")
+
+
+# ------------------------------------------------------------ big models: the deploy actions read templates only
+# CodePipeline caps a CloudFormation action's input artifact at 256 MB (aws-cdk #9917, #21325); the synth output
+# carries the staged model.tar.gz files (up to 5 GiB).
+
+
+def _actions(template):
+    return [action for actions in _stages(template).values() for action in actions]
+
+
+def _artifact_paths(action):
+    """(artifact, path) of every `<artifact>::<path>` the action's configuration reads."""
+    return sorted(tuple(v.split("::", 1)) for v in action.get("Configuration", {}).values() if isinstance(v, str) and "::" in v)
+
+
+def test_the_synth_step_outputs_the_assembly_and_a_templates_only_copy(pipeline):
+    synth = _project(pipeline, "Synth")
+    spec = json.loads(synth["Source"]["BuildSpec"])
+    assert _commands(synth)[-1] == TEMPLATES_ONLY_COMMAND  # after make synth
+    assert "asset.*" in TEMPLATES_ONLY_COMMAND
+    assert spec["artifacts"] == {"secondary-artifacts": {
+        "Synth_Output": {"base-directory": ASSEMBLY_DIR, "files": ["**/*"]},
+        "Synth_cdk_templates": {"base-directory": TEMPLATES_ONLY_DIR, "files": ["**/*"]},
+    }}
+    (action,) = [a for a in _stages(pipeline)["Build"] if a["Name"] == "Synth"]
+    assert action["OutputArtifacts"] == [{"Name": "Synth_Output"}, {"Name": "Synth_cdk_templates"}]
+
+
+def test_every_cloudformation_deploy_action_reads_the_templates_only_artifact(pipeline):
+    deploys = [a for a in _actions(pipeline) if a["ActionTypeId"]["Provider"] == "CloudFormation"]
+    prepares = [a for a in deploys if a["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"]
+    assert len(prepares) == 6 and len(deploys) == 12  # 3 stages x 2 stacks, each a change set created then executed
+    for action in prepares:
+        assert action["InputArtifacts"] == [{"Name": "Synth_cdk_templates"}], action["Name"]
+        paths = _artifact_paths(action)
+        assert [p[0] for p in paths] == ["Synth_cdk_templates"] * 2, paths  # TemplatePath and TemplateConfiguration
+    for action in deploys:
+        if action not in prepares:  # the change set's execution reads no artifact
+            assert action["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE" and "InputArtifacts" not in action
+    # Nothing else reads it.
+    readers = [a["Name"] for a in _actions(pipeline) if {"Name": "Synth_cdk_templates"} in a.get("InputArtifacts", [])]
+    assert len(readers) == len(prepares)
+
+
+def test_asset_publishing_and_self_mutation_still_read_the_whole_synth_output(pipeline):
+    stages = _stages(pipeline)
+    for action in stages["Assets"] + stages["UpdatePipeline"]:
+        assert action["ActionTypeId"]["Provider"] == "CodeBuild"
+        assert action["InputArtifacts"] == [{"Name": "Synth_Output"}], action["Name"]
+    assert any(a["Name"] == "image-classifier_model.tar.gz" for a in stages["Assets"])
+
+
+def test_the_templates_only_copy_of_a_real_assembly_has_what_the_deploy_actions_read_and_no_asset(eia_app, pipeline, tmp_path):
+    """The synth step's command, run on the assembly this synthesis wrote (staged model.tar.gz included)."""
+    assembly = Path(eia_app.outdir)
+    staged = sorted(p.name for p in assembly.glob("asset.*"))
+    assert any(name.endswith(".tar.gz") for name in staged) and any((assembly / n).is_dir() for n in staged)
+    (tmp_path / ASSEMBLY_DIR).symlink_to(assembly, target_is_directory=True)
+    subprocess.run(["bash", "-c", TEMPLATES_ONLY_COMMAND.replace("python ", f"{__import__('sys').executable} ", 1)],
+                   cwd=tmp_path, check=True)
+    copy = tmp_path / TEMPLATES_ONLY_DIR
+    kept = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
+    everything = sorted(str(p.relative_to(assembly)) for p in assembly.rglob("*") if p.is_file())
+    assert not [p for p in kept if "asset." in p.replace(".assets.json", "")]
+    assert kept == [p for p in everything if not p.startswith("asset.")]  # templates, configs, manifests, asset manifests
+    read = [path for a in _actions(pipeline) for artifact, path in _artifact_paths(a) if artifact == "Synth_cdk_templates"]
+    assert len(read) == 12 and all((copy / path).is_file() for path in read), read
+    assert sum(p.stat().st_size for p in copy.rglob("*") if p.is_file()) < CLOUDFORMATION_INPUT_MAX_BYTES
+
+
+def test_a_pipeline_without_a_templates_only_output_stops_synthesis():
+    stages = [
+        {"name": "Build", "actions": [{"name": "Synth", "actionTypeId": {"provider": "CodeBuild"}, "outputArtifacts": [{"name": "Synth_Output"}]}]},
+        {"name": "Dev", "actions": [{"name": "S.Prepare", "actionTypeId": {"provider": "CloudFormation"},
+                                     "inputArtifacts": [{"name": "Synth_Output"}], "configuration": {"TemplatePath": "Synth_Output::a/b.json"}}]},
+    ]
+    with pytest.raises(ValueError, match="no single templates-only output"):
+        templates_only_overrides(stages)
+    stages[0]["actions"][0]["outputArtifacts"].append({"name": "Synth_cdk_templates"})
+    assert templates_only_overrides(stages) == {
+        "Stages.1.Actions.0.InputArtifacts": [{"Name": "Synth_cdk_templates"}],
+        "Stages.1.Actions.0.Configuration.TemplatePath": "Synth_cdk_templates::a/b.json",
+    }
+    with pytest.raises(ValueError, match="no CloudFormation action"):
+        templates_only_overrides(stages[:1])
 
 
 def test_prod_waits_for_a_manual_approval_and_dev_staging_do_not(pipeline):

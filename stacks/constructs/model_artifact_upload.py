@@ -17,16 +17,17 @@ Why a copy at all: the execution role's grants, the bucket's KMS key, versioning
 retention all apply to the artifact bucket, which CloudFormation names, so the CLI cannot upload into it directly.
 CopyObject copies at most 5 GiB; a larger artifact is refused at synthesis (`check_copy_size`).
 
-Through CDK Pipelines the Assets stage publishes the file the same way, but CDK Pipelines also hands the whole
-cdk.out, this file included, to its CloudFormation deploy actions, whose input artifacts CodePipeline caps at
-256 MB (aws-cdk issues #9917, #21325, open): a bigger artifact gets a synthesis warning saying so.
+Through CDK Pipelines the Assets stage publishes the file the same way, from the synth output (cdk.out). The
+CloudFormation deploy actions, whose input artifacts CodePipeline caps at 256 MB (aws-cdk issues #9917, #21325), get
+a copy of the assembly without the staged assets instead (stacks/pipeline_deploy_input.py), so the pipeline deploys
+artifacts up to the same 5 GiB copy limit as `npx cdk deploy`.
 """
 import hashlib
 import os
 import shutil
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Annotations, Duration, Stack, Stage, Validations
+from aws_cdk import Acknowledgment, Duration, Stack, Stage, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
@@ -43,8 +44,6 @@ COPY_OBJECT_MAX_BYTES = 5 * 1024 ** 3
 # Lambda's maximum: CopyObject answers when the copy is done, and a few GiB take a while (not measured here).
 COPY_TIMEOUT = Duration.minutes(15)
 COPY_RESOURCE_TYPE = "Custom::ModelArtifactCopy"
-# CodePipeline quota: "Maximum size of input artifacts for AWS CloudFormation actions: 256 MB".
-PIPELINE_DEPLOY_INPUT_MAX_BYTES = 256 * 1024 ** 2
 # The Lambda function AwsCustomResource creates once per stack (a SingletonFunction named after this uuid).
 _PROVIDER_ID = "AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", "")
 
@@ -115,10 +114,6 @@ class ModelArtifactUpload(Construct):
         )
         self.model_data_url = f"s3://{store.bucket.bucket_name}/{self.key}"
         _acknowledge_copy_function_findings(stack)
-        if self.size_bytes > PIPELINE_DEPLOY_INPUT_MAX_BYTES:
-            Annotations.of(self).add_warning_v2(
-                "model-artifact-too-big-for-pipeline", pipeline_size_warning(model_name, self.size_bytes)
-            )
 
 
 def check_copy_size(model_name: str, source: Path) -> int:
@@ -137,15 +132,6 @@ def check_copy_size(model_name: str, source: Path) -> int:
 def cdk_asset_hash(sha256: str) -> str:
     """The asset hash CDK gives an asset whose custom hash is `sha256` (AssetStaging: sha256 of that string)."""
     return hashlib.sha256(sha256.encode()).hexdigest()
-
-
-def pipeline_size_warning(model_name: str, size: int) -> str:
-    return (
-        f"Model {model_name!r}: model.tar.gz is {size / 1024 ** 2:,.0f} MiB. `npx cdk deploy` publishes and copies it, but "
-        f"CDK Pipelines hands the whole cdk.out, this file included, to its CloudFormation deploy actions, which "
-        f"CodePipeline limits to 256 MB of input (aws-cdk issues #9917, #21325): through the pipeline this stage's deploy "
-        f"fails until the pipeline ships models outside cdk.out. Deploy it by hand, or keep the artifact under 256 MB."
-    )
 
 
 def staged_path_for(sha256: str, asset_outdir: Path) -> Path:
