@@ -30,10 +30,15 @@ def artifact_dir(options: Options) -> Path:
     return options.work_dir / ("artifact-quick" if options.quick else "artifact-resnet-50-optimized")
 
 
+def convert_cli(example: str, input_shape, recipe: str, out_dir: Path, *flags: str):
+    """`python -m model_artifacts convert` of an example model, the command a team runs."""
+    return [sys.executable, "-m", "model_artifacts", "convert", "--example", example, "--input-shape", *map(str, input_shape),
+            "--recipe", recipe, *flags, "--out", str(out_dir)]
+
+
 def convert_command(options: Options, out_dir: Path):
     sizes = QUICK if options.quick else FULL
-    return [sys.executable, "-m", "model_artifacts", "convert", "--example", sizes["example"],
-            "--input-shape", *map(str, sizes["input_shape"]), "--recipe", sizes["recipe"], "--allow-newer-torch", "--out", str(out_dir)]
+    return convert_cli(sizes["example"], sizes["input_shape"], sizes["recipe"], out_dir, "--allow-newer-torch")
 
 
 def _run_convert(options: Options, out_dir: Path) -> subprocess.CompletedProcess:

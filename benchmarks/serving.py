@@ -20,12 +20,11 @@ Overhead = served p50 - forward p50. Target: at most 3 ms per runtime.
 """
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict
 
-from benchmarks.build import run_build_cli
+from benchmarks.build import convert_cli, run_build_cli
 from benchmarks.common import (REPO, CpuMonitor, Elapsed, Options, Progress, interleaved, median, summarize, target,
                                wait_for_no_model_server)
 
@@ -82,9 +81,8 @@ def probe_artifact(runtime_name: str, options: Options, progress: Progress) -> P
     from runtimes import RUNTIMES as ALL_RUNTIMES
 
     out_dir = options.work_dir / f"serving-probe-{runtime_name}"
-    command = [sys.executable, "-m", "model_artifacts", "convert", "--example", PROBE_MODEL,
-               "--input-shape", *map(str, PROBE_INPUT_SHAPE), "--recipe", RUNTIMES[runtime_name],
-               "--runtime-torch", ALL_RUNTIMES[runtime_name].framework_version, "--out", str(out_dir)]
+    command = convert_cli(PROBE_MODEL, PROBE_INPUT_SHAPE, RUNTIMES[runtime_name], out_dir,
+                          "--runtime-torch", ALL_RUNTIMES[runtime_name].framework_version)
     progress.say(f"probe artifact for {runtime_name}: {' '.join(command[1:])}")
     run_build_cli(command)
     return out_dir
