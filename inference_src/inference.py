@@ -15,10 +15,12 @@ image/jpeg, image/png  one image   |
 A request the client must fix is answered with a 4xx status and a one-line JSON body
 {"status": ..., "error": ...}; the worker keeps serving.
 """
+import ast
 import io
 import json
 import logging
 import os
+import struct
 
 import numpy as np
 import torch
@@ -194,9 +196,6 @@ def _npy_header(body):
 
     The header is a Python dict literal, read with ast.literal_eval as numpy >= 1.24 reads it: numpy 1.19 (the EIA
     images) first passes it through the tokenize module, which took longer than the rest of the decoding."""
-    import ast
-    import struct
-
     if bytes(body[:6]) != NPY_MAGIC or len(body) < 8:
         raise ValueError("no .npy magic string")
     major, minor = body[6], body[7]
