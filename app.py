@@ -18,6 +18,9 @@ def main() -> int:
     try:
         config = load_config(config_dir, name_prefix=_name_prefix(app))
         config = config.with_accounts(_real_accounts(app, [env.name for env in config.environments] + ["pipeline"]))
+        only_models = app.node.try_get_context("only_models")
+        if only_models is not None:  # `-c only_models=a,b`: what infra_diff synthesizes when only model files changed
+            config = config.only_models(name for name in str(only_models).split(",") if name)
         add_stages(app, config, artifacts_dir=artifacts_dir, config_dir=config_dir)
     except ConfigError as error:
         print(f"\nConfiguration error (nothing was synthesized):\n{error}\n", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 import re
-from typing import Dict, Literal, Optional, Tuple
+from typing import Dict, Iterable, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
@@ -358,6 +358,16 @@ class AppConfig:
             self,
             environments=tuple(replace(env, account=accounts.get(env.name, env.account)) for env in self.environments),
             pipeline=pipeline,
+        )
+
+    def only_models(self, names: Iterable[str]) -> "AppConfig":
+        """The app restricted to `names` (infra_diff synthesizes only the models a change touches); names the
+        configuration lacks are ignored, as a diff passes the models either side has."""
+        keep = set(names)
+        return replace(
+            self,
+            models={name: spec for name, spec in self.models.items() if name in keep},
+            environments=tuple(replace(env, models=tuple(m for m in env.models if m.name in keep)) for env in self.environments),
         )
 
     def environment(self, name: str) -> EnvironmentConfig:
