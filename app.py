@@ -7,6 +7,7 @@ from pathlib import Path
 import aws_cdk as cdk
 
 from config import ConfigError, load_config
+from stacks import cloudformation_quotas
 from stacks.application import add_stages
 
 
@@ -26,14 +27,25 @@ def main() -> int:
         print(f"\nConfiguration error (nothing was synthesized):\n{error}\n", file=sys.stderr)
         return 1
     try:
-        app.synth()
-    except RuntimeError as error:
-        if "ValidationFailed" not in str(error):
-            raise
-        print("\nSynthesis refused: the policy validation report above lists each finding and how to fix "
-              "or acknowledge it.", file=sys.stderr)
+        assembly = app.synth()
+    except RuntimeError as error:  # what jsii raises for any error in the CDK, with the CDK's message
+        print(synthesis_failure(str(error)), file=sys.stderr)
+        return 1
+    errors, warnings = cloudformation_quotas.check((s.display_name, Path(s.template_full_path)) for s in assembly.stacks_recursively)
+    for message in warnings:
+        print(f"Warning: {message}", file=sys.stderr)
+    if errors:
+        print("\nSynthesis refused: over a quota (nothing was deployed):\n" + "\n".join(errors), file=sys.stderr)
         return 1
     return 0
+
+
+def synthesis_failure(message: str) -> str:
+    """The CDK's own reason, without the JavaScript stack jsii appends; the policy report is printed above it."""
+    reason = "\n".join(line for line in message.splitlines() if not line.lstrip().startswith("at ")).strip()
+    if reason.startswith("ValidationFailed:"):  # cdk-nag's findings, each printed above with its fix
+        return f"\nSynthesis refused by policy validation: the report above lists each finding and how to fix or acknowledge it.\n{reason}"
+    return f"\nSynthesis failed (nothing was synthesized or deployed):\n{reason}"
 
 
 def _name_prefix(app: cdk.App):

@@ -72,7 +72,7 @@ def target(what: str, value: float, limit: Optional[float], better: str = "lower
     return {"what": what, "short": short or what, "ratio": value, "target": limit, "better": better, "verdict": verdict, "unit": unit}
 
 
-UNITS = ("x", "ms")
+UNITS = ("x", "ms", "s", "%")
 
 
 # ------------------------------------------------------------------------------------ timing

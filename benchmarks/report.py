@@ -50,10 +50,10 @@ def _numeric(cell: str) -> bool:
 
 
 def format_ratio(value: Optional[float], unit: str = "x") -> str:
-    """A target's measured value: "1.07x" for a ratio, "2.4 ms" for milliseconds."""
+    """A target's measured value: "1.07x" for a ratio, "2.4 ms" for milliseconds, "0.18 s" for seconds, "45%" for a share."""
     if value is None:
         return "—"
-    return f"{value:.1f} ms" if unit == "ms" else f"{value:.2f}x"
+    return {"ms": f"{value:.1f} ms", "s": f"{value:.2f} s", "%": f"{value:.0%}"}.get(unit, f"{value:.2f}x")
 
 
 def format_target(entry: dict) -> str:

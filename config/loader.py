@@ -10,9 +10,10 @@ from pydantic import BaseModel, ValidationError
 
 from config.errors import ConfigError
 from config.schema import (
-    ENDPOINT_NAME_MAX_LENGTH, ENDPOINT_NAME_PATTERN, ROLE_NAME_MAX_LENGTH, AppConfig, AppSpec, EnvironmentConfig, EnvironmentSpec,
+    ENDPOINT_NAME_MAX_LENGTH, ENDPOINT_NAME_PATTERN, MAX_SERVING_STACKS, ROLE_NAME_MAX_LENGTH, AppConfig, AppSpec, EnvironmentConfig, EnvironmentSpec,
     ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec,
 )
+from config.placement import serving_stack_of
 from config.serving_targets import resolve_target
 from config.workers import worker_plan
 
@@ -45,7 +46,8 @@ def load_config(directory: str | Path = "config", name_prefix: Optional[str] = N
                     f"{_display(env_path)}: scaling.autoscaling = true, but {model_where} uses serving.profile: serverless, "
                     "which scales by itself (serving.profiles.serverless.max_concurrency); remove scaling.autoscaling"
                 )
-            deployment = ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling)
+            deployment = ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling,
+                                         serving_stack=_serving_stack(name, model_spec, app_spec, model_where, directory))
             worker_plan(deployment)  # serving.workers x threads_per_worker against the host's vCPUs
             deployments.append(deployment)
         environments.append(
@@ -63,6 +65,18 @@ def load_config(directory: str | Path = "config", name_prefix: Optional[str] = N
     pipeline = _load_pipeline(directory / "pipeline.yaml", [env.name for env in environments])
     return AppConfig(environments=tuple(environments), models={name: spec for name, (spec, _) in models.items()}, pipeline=pipeline,
                      name_prefix=app_spec.name_prefix)
+
+
+def _serving_stack(name: str, spec: ModelSpec, app_spec: AppSpec, where: str, directory: Path) -> int:
+    if spec.serving_stack is None:
+        return serving_stack_of(name, app_spec.serving_stacks)
+    if spec.serving_stack > app_spec.serving_stacks:
+        raise ConfigError(
+            f"{where}: serving_stack: {spec.serving_stack}, but {_display(directory / 'app.yaml')} gives each environment "
+            f"serving_stacks: {app_spec.serving_stacks}; pin it to 1-{app_spec.serving_stacks}, or raise serving_stacks "
+            f"(at most {MAX_SERVING_STACKS})"
+        )
+    return spec.serving_stack
 
 
 def _load_app_spec(path: Path, name_prefix: Optional[str]) -> AppSpec:

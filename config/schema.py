@@ -186,6 +186,9 @@ class ServingSpec(_Strict):
 
 class ModelSpec(_Strict):
     framework: Literal["pytorch", "mxnet"] = "pytorch"
+    # Which of the environment's serving stacks holds it (1 = Serving, 2 = Serving02, ...). Omitted: placed by
+    # its name (config/placement.py). Pin a deployed model before changing app.yaml's serving_stacks.
+    serving_stack: Optional[int] = Field(None, ge=1)
     build: BuildSpec = Field(default_factory=BuildSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
@@ -207,12 +210,20 @@ class EnvironmentSpec(_Strict):
 NAME_PREFIX_PATTERN = r"^([a-zA-Z][a-zA-Z0-9]*(-[a-zA-Z0-9]+)*)?$"
 
 
+MAX_SERVING_STACKS = 18
+
+
 class AppSpec(_Strict):
     """config/app.yaml (optional): settings of the whole app."""
 
     # Leads every physical name (stacks, endpoints, exports, smoke-test roles), so that a second copy of the
     # app in the same account (a sandbox, a branch) names nothing the first one owns. Empty: no prefix.
     name_prefix: str = Field("", max_length=20, pattern=NAME_PREFIX_PATTERN)
+    # How many serving stacks an environment may use: models spread over them, so that no stack nears
+    # CloudFormation's quotas (500 resources, 1 MB template). At most 18: the pipeline deploys each stack with
+    # 2 actions, in one stage per environment, and CodePipeline allows 50 per stage (18 x 2 + the artifact store,
+    # approval and smoke test = 40, 80 %).
+    serving_stacks: int = Field(16, ge=1, le=MAX_SERVING_STACKS)
 
 
 class PipelineSpec(_Strict):
@@ -282,6 +293,7 @@ class ModelDeployment:
     spec: ModelSpec
     target: ServingTarget
     scaling: ScalingSpec
+    serving_stack: int = 1  # which of the environment's serving stacks holds it (config/placement.py)
 
     @property
     def autoscaling(self) -> bool:
@@ -317,6 +329,12 @@ class EnvironmentConfig:
 
     def stack_name(self, stack_id: str) -> str:
         return qualified(self.name_prefix, self.stage_id, stack_id)
+
+    def serving_stacks(self, with_smoke_test_role: bool = False) -> Dict[int, Tuple[ModelDeployment, ...]]:
+        """Stack number -> its models, in number order: the stacks a model lives in, and stack 1 (Serving) for the
+        stage's smoke-test role when there is one."""
+        numbers = sorted({*([1] if with_smoke_test_role else []), *(m.serving_stack for m in self.models)})
+        return {n: tuple(m for m in self.models if m.serving_stack == n) for n in numbers}
 
     def endpoint_name(self, model_name: str) -> str:
         return f"{self.stack_name(SERVING_STACK)}-{model_name}"

@@ -2,7 +2,8 @@
 
 Both sides are built and synthesized from their own sources (the base from a temporary `git worktree`)
 with this checkout's venv and CDK CLI, then compared stack by stack with `cdk diff --template`, which
-reads two local templates and calls no AWS API. Exit status: 0 nothing differs, 1 something differs,
+reads two local templates and calls no AWS API. When only model files (`<config>/models/<name>.yaml`) differ, both
+sides build and synthesize just those models (`infra_diff.scope`). Exit status: 0 nothing differs, 1 something differs,
 2 usage, git or synthesis error.
 """
 NO_DIFFERENCES, DIFFERENCES, ERROR = 0, 1, 2

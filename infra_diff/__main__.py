@@ -5,13 +5,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from infra_diff import ERROR, UsageError
 from infra_diff.assembly import ADDED, CHANGED, UNCHANGED, StackComparison, compare, exit_status, read_stacks
 from infra_diff.cdk import Toolchain
-from infra_diff.git import DEFAULT_BASE, describe_head, repo_root, resolve_base, worktree
-from infra_diff.report import render, section, summary
+from infra_diff.git import DEFAULT_BASE, changed_files, describe_head, exists_in_commit, repo_root, resolve_base, worktree
+from infra_diff.hazards import cross_stack_move_hazards
+from infra_diff.report import overview, render, section, summary
+from infra_diff.scope import Scope, model_file_prefix, scope_of
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -39,17 +41,40 @@ def run(args: argparse.Namespace) -> int:
     ref, sha = resolve_base(repo, args.base)
     head = describe_head(repo)
     header = f"cdk diff (offline): base {ref} ({sha[:7]}) -> {head}"
-    print(header, file=sys.stderr)
+    scope = scope_of(changed_files(repo, sha), args.config, _configured_models(repo, args.config))
+    print(header, scope.describe(), sep="\n", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="infra-diff-") as tmp_name:
         tmp = Path(tmp_name)
         with worktree(repo, sha, tmp / "base") as base_checkout:
-            tools.build_and_synth(base_checkout, args.config, tmp / "base-artifacts", tmp / "base.out", f"base {sha[:7]}")
-        tools.build_and_synth(repo, args.config, tmp / "head-artifacts", tmp / "head.out", "working tree")
+            tools.build_and_synth(base_checkout, args.config, tmp / "base-artifacts", tmp / "base.out", f"base {sha[:7]}",
+                                  **_scoped(scope, lambda name: exists_in_commit(repo, sha, _model_file(args.config, name))))
+        tools.build_and_synth(repo, args.config, tmp / "head-artifacts", tmp / "head.out", "working tree",
+                              **_scoped(scope, lambda name: (repo / _model_file(args.config, name)).is_file()))
         comparisons = compare(read_stacks(tmp / "base.out"), read_stacks(tmp / "head.out"))
-        sections = [section(c, _cdk_diff(tools, c, tmp)) for c in comparisons if c.status != UNCHANGED]
+        moves = cross_stack_move_hazards(comparisons)
+        sections = [section(c, _cdk_diff(tools, c, tmp), moves.get(c.name, []), scoped=not scope.full)
+                    for c in comparisons if c.status != UNCHANGED]
     print(f"done in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    print(render(header, sections, summary(comparisons), args.markdown), end="")
+    print(render(header, sections, summary(comparisons, scope.summary_note()), args.markdown, scope=scope.describe(),
+                 table=overview(comparisons) if args.markdown else ""), end="")
     return exit_status(comparisons)
+
+
+def _model_file(config: str, name: str) -> str:
+    return f"{model_file_prefix(config)}{name}.yaml"
+
+
+def _configured_models(repo: Path, config: str) -> List[str]:
+    """The working tree's models (the stems of <config>/models/*.yaml)."""
+    return [path.stem for path in (repo / config / "models").glob("*.yaml")]
+
+
+def _scoped(scope: Scope, present: Callable[[str], bool]) -> dict:
+    """build_and_synth's arguments for one side: nothing for a full diff; else every changed model to synthesize
+    (a name the side lacks is ignored) and the ones this side has to build."""
+    if scope.full:
+        return {}
+    return {"only_models": scope.models, "build_models": [name for name in scope.models if present(name)]}
 
 
 def _cdk_diff(tools: Toolchain, comparison: StackComparison, tmp: Path) -> str:

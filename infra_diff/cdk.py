@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 from infra_diff import UsageError
 
@@ -62,15 +62,27 @@ class Toolchain:
             raise UsageError(f"missing {', '.join(missing)}: run `make setup` first")
         return tools
 
-    def build_and_synth(self, checkout: Path, config: str, artifacts: Path, outdir: Path, label: str) -> None:
-        """The checkout's own model_artifacts, app.py, config/ and stacks/ (cwd = checkout), into temp dirs."""
-        _run(f"building artifacts for {label}", checkout,
-             [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)],
-             # The worktree has no venvs of its own: this checkout's MXNet build venv and serving runtimes.
-             extra_env={"MXNET_PYTHON": str(self.mxnet_python), "SERVING_RUNTIMES_DIR": str(self.runtimes_dir)})
-        _run(f"synthesizing {label}", checkout,
-             [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
-              "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"])
+    def build_and_synth(self, checkout: Path, config: str, artifacts: Path, outdir: Path, label: str,
+                        only_models: Optional[Sequence[str]] = None, build_models: Optional[Sequence[str]] = None) -> None:
+        """The checkout's own model_artifacts, app.py, config/ and stacks/ (cwd = checkout), into temp dirs.
+
+        With `only_models` (a diff scoped to changed model files): build `build_models` only (the ones this side
+        has; none, no build) and synthesize the app with just those models (`-c only_models=a,b`)."""
+        scoped = only_models is not None
+        build = [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)]
+        for name in build_models or ():
+            build += ["--model", name]
+        if scoped and not build_models:
+            artifacts.mkdir(parents=True, exist_ok=True)  # this side has none of the models: nothing to build
+        else:
+            _run(f"building artifacts for {label}" + (f" ({', '.join(build_models)})" if scoped else ""), checkout, build,
+                 # The worktree has no venvs of its own: this checkout's MXNet build venv and serving runtimes.
+                 extra_env={"MXNET_PYTHON": str(self.mxnet_python), "SERVING_RUNTIMES_DIR": str(self.runtimes_dir)})
+        synth = [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
+                 "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"]
+        if scoped:
+            synth += ["-c", f"only_models={','.join(only_models)}"]
+        _run(f"synthesizing {label}" + (" (only the changed models)" if scoped else ""), checkout, synth)
 
     def diff(self, assembly: Path, base_template: Path, stack: str) -> str:
         """`cdk diff` of one stack of a synthesized assembly against a template file: no synthesis, no AWS."""

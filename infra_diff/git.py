@@ -3,7 +3,7 @@ import contextlib
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from infra_diff import UsageError
 
@@ -45,6 +45,24 @@ def describe_head(repo: Path) -> str:
     sha = commit_of(repo, "HEAD")
     label = f"working tree ({sha[:7]}" if sha else "working tree (no commits yet"
     return label + (" + uncommitted changes)" if git(repo, "status", "--porcelain") else ")")
+
+
+def changed_files(repo: Path, sha: str) -> List[str]:
+    """Every path (relative to the repository root) that differs between commit `sha` and the working tree:
+    committed, staged and unstaged changes (a rename counts as both of its paths, a deletion as its path) and
+    untracked files that .gitignore does not exclude."""
+    paths = set()
+    for args in (["diff", "--no-renames", "--no-ext-diff", "--name-only", "-z", sha, "--"],
+                 ["ls-files", "--others", "--exclude-standard", "-z"]):
+        result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise UsageError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        paths.update(path for path in result.stdout.split("\0") if path)  # -z: names as they are, unquoted
+    return sorted(paths)
+
+
+def exists_in_commit(repo: Path, sha: str, path: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"{sha}:{path}"], cwd=repo, capture_output=True).returncode == 0
 
 
 @contextlib.contextmanager

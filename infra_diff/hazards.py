@@ -107,8 +107,7 @@ def replacement_hazards(comparison: StackComparison) -> List[str]:
                            "Keep the logical ID (override_logical_id)")
         elif successor:
             hazards.append(f"WARNING {what}: its logical ID changes to {successor}, a delete and a create: a new "
-                           f"{'one under a new name' if key else 'empty one'} is created and this one deleted{_loss(old)}. "
-                           "Keep the logical ID (override_logical_id)")
+                           f"empty one is created and this one deleted{_loss(old)}. Keep the logical ID (override_logical_id)")
         else:
             hazards.append(f"WARNING {what}: removed, so CloudFormation deletes it{_loss(old)}")
     return hazards
@@ -124,10 +123,12 @@ def _describe(logical_id: str, resource: dict, key: Optional[str]) -> str:
 
 
 def _successor(logical_id: str, old: dict, key: Optional[str], base: dict, head: dict) -> Optional[str]:
-    """A new logical id of the same type in the head, preferring one with the same name: where the resource went."""
+    """A new logical id of the same type in the head where the resource went: for a named resource, one with the same
+    name (another name is another resource, e.g. one model's endpoint removed and another's added)."""
     candidates = [i for i, r in head.items() if i not in base and r.get("Type") == old.get("Type")]
-    same_name = [i for i in candidates if key and _property(head[i], key) == _property(old, key)]
-    return (same_name or candidates or [None])[0]
+    if key:
+        candidates = [i for i in candidates if _property(head[i], key) == _property(old, key)]
+    return (candidates or [None])[0]
 
 
 def _loss(resource: dict) -> str:
@@ -145,3 +146,78 @@ def _property(resource: dict, key: str):
 def _value(resource: dict, key: str) -> str:
     value = _property(resource, key)
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+# ---------------------------------------------------------------- moves between stacks
+
+# Refs that give the same value in every stack of a stage (one account and region); anything else
+# (AWS::StackName, a parameter, a resource) can differ between stacks, so such a name is not compared.
+_STAGE_WIDE_REFS = frozenset({"AWS::AccountId", "AWS::Region", "AWS::Partition", "AWS::URLSuffix"})
+
+
+def stage_of(stack: str) -> str:
+    """'Dev' for Dev/Serving7; '' for a top-level stack (the pipeline)."""
+    return stack.rsplit("/", 1)[0] if "/" in stack else ""
+
+
+def _physical_name(resource: dict) -> Optional[Tuple[str, str, str]]:
+    """(type, name property, name) of a resource with a fixed name that is the same wherever it is deployed in a stage."""
+    key = name_property(resource)
+    if key is None:
+        return None
+    value = _property(resource, key)
+    if not isinstance(value, str) and not _stage_wide(value):
+        return None
+    return resource["Type"], key, value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _stage_wide(value) -> bool:
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"] in _STAGE_WIDE_REFS
+        if "Fn::GetAtt" in value or "Fn::ImportValue" in value:
+            return False
+        return all(_stage_wide(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_stage_wide(v) for v in value)
+    return True
+
+
+def _named(template: Optional[dict]) -> Dict[Tuple[str, str, str], str]:
+    """Physical name -> logical id, for every resource of `template` with a stage-wide fixed name."""
+    found = {}
+    for logical_id, resource in (template or {}).get("Resources", {}).items():
+        name = _physical_name(resource)
+        if name is not None:
+            found.setdefault(name, logical_id)
+    return found
+
+
+def cross_stack_move_hazards(comparisons: List[StackComparison]) -> Dict[str, List[str]]:
+    """Stack name -> WARNING lines, for every resource with a fixed name that one stack drops and another stack of the
+    same stage gains (a model moved to another serving stack): CloudFormation creates it in the new stack while the old
+    one still holds it. The warning goes in the section of the stack it moves to."""
+    dropped: Dict[Tuple[str, Tuple[str, str, str]], Tuple[str, str]] = {}  # (stage, name) -> (stack, logical id)
+    for c in comparisons:
+        base, head = _named(c.base.template if c.base else None), _named(c.head.template if c.head else None)
+        for name, logical_id in base.items():
+            if name not in head:
+                dropped.setdefault((stage_of(c.name), name), (c.name, logical_id))
+    hazards: Dict[str, List[str]] = {}
+    for c in comparisons:
+        base, head = _named(c.base.template if c.base else None), _named(c.head.template if c.head else None)
+        for name, logical_id in head.items():
+            origin = dropped.get((stage_of(c.name), name))
+            if name in base or origin is None or origin[0] == c.name:
+                continue
+            resource_type, key, value = name
+            old_stack, old_id = origin
+            consequence = ("the endpoint is deleted and created again: requests fail until it is InService (minutes)"
+                           if resource_type == "AWS::SageMaker::Endpoint" else "it is deleted and created again")
+            hazards.setdefault(c.name, []).append(
+                f"WARNING {logical_id} ({resource_type}, {key} {value}): moves here from {old_stack} ({old_id}). "
+                f"CloudFormation creates it in {c.name} while {old_stack} still holds it: deploying {c.name} first fails "
+                f"(the name is taken) and rolls back; deploying {old_stack} first deletes it, then {c.name} creates it: "
+                f"{consequence}. Fix: keep it in {old_stack} (for a model, pin it to that stack in its config), or accept the "
+                f"delete-then-create with downtime: deploy {old_stack} first, then {c.name}")
+    return hazards

@@ -2,13 +2,20 @@
 import difflib
 import json
 from dataclasses import dataclass
-from typing import List
+from typing import List, Sequence
 
-from infra_diff.assembly import ADDED, REMOVED, UNCHANGED, StackComparison
-from infra_diff.hazards import endpoint_update_hazards, replacement_hazards
+from infra_diff.assembly import ADDED, CHANGED, REMOVED, UNCHANGED, StackComparison
+from infra_diff.hazards import cross_stack_move_hazards, endpoint_update_hazards, replacement_hazards
+from infra_diff.scope import NAMES_SHOWN, names
 
 NO_CDK_DIFFERENCES = "There were no differences"
 STATUS_TEXT = {ADDED: "stack added (not in the base)", REMOVED: "stack removed (not in the working tree)"}
+# A diff scoped to some models synthesizes only them: a stack on one side only may still hold other models.
+SCOPED_STATUS_TEXT = {
+    ADDED: "the changed models arrive (this stack is not in the base's synthesis of them; it is new unless other models live here)",
+    REMOVED: "the changed models leave (this stack is not in the working tree's synthesis of them; it is deleted unless other "
+             "models live here)",
+}
 # cdk diff's change markers -> the first column of a ```diff block, so GitHub colours the lines.
 MARKERS = (("[+]", "+"), ("[-]", "-"), ("[~]", "!"), ("│ + │", "+"), ("│ - │", "-"))
 
@@ -38,9 +45,13 @@ def json_diff(base: dict, head: dict) -> str:
     return "\n".join(difflib.unified_diff(dump(base), dump(head), "base", "working tree", lineterm=""))
 
 
-def section(comparison: StackComparison, cdk_output: str = "") -> Section:
+def section(comparison: StackComparison, cdk_output: str = "", moved_here: Sequence[str] = (), scoped: bool = False) -> Section:
+    """`moved_here`: this stack's lines of `cross_stack_move_hazards` (they need every stack's comparison);
+    `scoped`: only the changed models were synthesized (Scope.models)."""
     if comparison.status == REMOVED:
-        body = "\n".join(["Deploying the working tree would no longer include this stack; it holds:",
+        intro = ("The working tree no longer places the changed models in this stack; their resources here:" if scoped
+                 else "Deploying the working tree would no longer include this stack; it holds:")
+        body = "\n".join([intro,
                           *(f"[-] {t} {logical_id}" for logical_id, t in _resources(comparison.base.template))])
     else:
         body = cdk_diff_body(cdk_output, comparison.name) if cdk_output else ""
@@ -48,8 +59,9 @@ def section(comparison: StackComparison, cdk_output: str = "") -> Section:
             body = json_diff(comparison.base.template, comparison.head.template)
     if comparison.asset_changes:
         body = "\n".join(filter(None, [body, "Assets", *comparison.asset_changes]))
-    body = "\n".join([*hazards(comparison), body])
-    return Section(f"{comparison.name}: {STATUS_TEXT.get(comparison.status, comparison.status)}", body)
+    body = "\n".join([*hazards(comparison), *moved_here, body])
+    status_text = (SCOPED_STATUS_TEXT if scoped else STATUS_TEXT).get(comparison.status, comparison.status)
+    return Section(f"{comparison.name}: {status_text}", body)
 
 
 def hazards(comparison: StackComparison) -> List[str]:
@@ -61,28 +73,52 @@ def _resources(template: dict):
     return sorted((logical_id, r.get("Type", "?")) for logical_id, r in template.get("Resources", {}).items())
 
 
-def summary(comparisons: List[StackComparison]) -> str:
-    differing = [c.name for c in comparisons if c.status != UNCHANGED]
+def summary(comparisons: List[StackComparison], scope_note: str = "") -> str:
+    """One line. Up to NAMES_SHOWN differing stacks are named inline; beyond that the first ones, 'and N more',
+    and the count of each kind. `scope_note` (a diff scoped to some models) ends the line."""
+    differing = [c for c in comparisons if c.status != UNCHANGED]
     unchanged = len(comparisons) - len(differing)
+    note = f" {scope_note}" if scope_note else ""
     if not differing:
-        return f"No differences: all {unchanged} stacks unchanged."
-    warnings = sum(len(hazards(c)) for c in comparisons if c.status != UNCHANGED)
+        return f"No differences: all {unchanged} stacks unchanged.{note}"
+    moves = cross_stack_move_hazards(comparisons)
+    warnings = sum(len(hazards(c)) + len(moves.get(c.name, [])) for c in differing)
     # Sections fold away in a PR comment: the count stands in the summary line.
     flagged = f" {warnings} WARNING{'S' if warnings > 1 else ''} in the sections above." if warnings else ""
-    return f"{_count(len(differing))} with differences ({', '.join(differing)}); {_count(unchanged)} unchanged.{flagged}"
+    listed = names([c.name for c in differing])
+    if len(differing) > NAMES_SHOWN:
+        kinds = ", ".join(f"{n} {status}" for status in (ADDED, REMOVED, CHANGED)
+                          for n in [sum(c.status == status for c in differing)] if n)
+        listed = f"{kinds}: {listed}"
+    return f"{_count(len(differing))} with differences ({listed}); {_count(unchanged)} unchanged.{flagged}{note}"
+
+
+def overview(comparisons: List[StackComparison]) -> str:
+    """For a PR comment with more than NAMES_SHOWN differing stacks: a Markdown table of them (stack, change,
+    warnings), above the folded sections; '' otherwise."""
+    differing = [c for c in comparisons if c.status != UNCHANGED]
+    if len(differing) <= NAMES_SHOWN:
+        return ""
+    moves = cross_stack_move_hazards(comparisons)
+    rows = ["| stack | change | warnings |", "|---|---|---|"]
+    for c in differing:
+        warnings = len(hazards(c)) + len(moves.get(c.name, []))
+        rows.append(f"| `{c.name}` | {c.status} | {warnings or ''} |")
+    return "\n".join(rows)
 
 
 def _count(n: int) -> str:
     return f"{n} stack" if n == 1 else f"{n} stacks"
 
 
-def render(header: str, sections: List[Section], summary_line: str, markdown: bool) -> str:
+def render(header: str, sections: List[Section], summary_line: str, markdown: bool, scope: str = "", table: str = "") -> str:
+    """`scope`: a line under the header saying what was synthesized; `table`: `overview()`, Markdown only."""
     if not markdown:
-        parts = [header, ""]
+        parts = [header, *([scope] if scope else []), ""]
         for s in sections:
             parts += [f"=== {s.title} ===", s.body, ""]
         return "\n".join(parts + [summary_line]) + "\n"
-    parts = [f"#### {header}", ""]
+    parts = [f"#### {header}", "", *([scope, ""] if scope else []), *([table, ""] if table else [])]
     for s in sections:
         parts += [f"<details><summary><b>{s.title}</b></summary>", "", "```diff", _diff_fenced(s.body), "```", "", "</details>", ""]
     return "\n".join(parts + [f"**{summary_line}**"]) + "\n"

@@ -1,12 +1,14 @@
 """CLI for the build step.
 
-  python -m model_artifacts build   [--config config] [--out build/artifacts] [--model NAME] [--runtime-export DIR]
-      every model configured in config/models/*.yaml, for its serving runtime
+  python -m model_artifacts build   [--config config] [--out build/artifacts] [--model NAME] [--runtime-export DIR] [--jobs N]
+      every model configured in config/models/*.yaml, for its serving runtime, up to N at once (default: one per core)
   python -m model_artifacts convert --factory pkg.module:function --weights model.pth --input-shape 1 3 224 224
                                     --recipe optimized [--runtime-torch 2.6.0] --out DIR
       one model of your own, without a config file
 
-An unchanged rebuild is a no-op; `--allow-newer-torch` builds for a runtime with an older torch anyway.
+An unchanged rebuild is a no-op; models that differ only in their name are converted once and the artifact
+copied; `--allow-newer-torch` builds for a runtime with an older torch anyway. A model that fails to build
+does not stop the others: every failure is listed at the end, and the exit status is 2.
 """
 import argparse
 import os
@@ -31,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="build model.tar.gz + manifest.json for each configured model")
     build.add_argument("--config", default="config", help="config directory (default: config)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
+    build.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N",
+                       help="build up to N models at once, each in its own interpreter (default: the cores this process may use)")
     build.add_argument(
         "--runtime-export",
         help="package TorchScript converted by the serving runtime's own torch (DIR/<model>/ from "
@@ -51,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--allow-newer-torch", action="store_true",
                              help="build although this torch is newer than the runtime's (recorded in the manifest)")
     return parser
+
+
+def _jobs(value: str) -> int:
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of models to build at once, at least 1")
+    return jobs
 
 
 def _convert_request(args: argparse.Namespace):
@@ -80,25 +94,37 @@ def main(argv: List[str]) -> int:
     sys.path.insert(0, os.getcwd())  # model factories are imported from the working directory
 
     from config import ConfigError, load_config
-    from model_artifacts.build import build_artifact
+    from model_artifacts.build import build_all, build_artifact
     from model_artifacts.progress import make_reporter
     from model_artifacts.requests import build_requests
 
     reporter = make_reporter()
     try:
         if args.command == "convert":
-            requests = [_convert_request(args)]
-            out_dirs = [Path(args.out)]
-        else:
-            config_dir = Path(args.config)
-            requests = build_requests(load_config(config_dir), only=args.model, runtime_export_dir=args.runtime_export,
-                                      allow_newer_torch=args.allow_newer_torch, weights_root=config_dir.resolve().parent)
-            out_dirs = [Path(args.out) / request.name for request in requests]
-        for request, out_dir in zip(requests, out_dirs):
-            manifest = build_artifact(request, out_dir, reporter)
-            print(f"{request.name}: {out_dir / manifest['artifact']} sha256={manifest['sha256']}")
+            manifest = build_artifact(_convert_request(args), Path(args.out), reporter)
+            print(f"{args.name}: {Path(args.out) / manifest['artifact']} sha256={manifest['sha256']}")
+            return 0
+        config_dir = Path(args.config)
+        requests = build_requests(load_config(config_dir), only=args.model, runtime_export_dir=args.runtime_export,
+                                  allow_newer_torch=args.allow_newer_torch, weights_root=config_dir.resolve().parent)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        outcomes = build_all(requests, Path(args.out), args.jobs, reporter)
+    except KeyboardInterrupt:  # the running conversions got the signal too; no further one was started
+        print("error: interrupted; the models built so far are kept, a rebuild continues from there", file=sys.stderr)
+        return 130
+    for outcome in outcomes:
+        if outcome.manifest is not None:
+            print(f"{outcome.name}: {outcome.out_dir / outcome.manifest['artifact']} sha256={outcome.manifest['sha256']}")
+    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    for outcome in failed:
+        reason = outcome.error if outcome.error.startswith(f"model {outcome.name!r}") else f"model {outcome.name!r}: {outcome.error}"
+        print(f"error: {reason}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} models failed to build: {', '.join(o.name for o in failed)}"
+              f"{'' if len(failed) == len(outcomes) else '; the others are built'}", file=sys.stderr)
         return 2
     return 0
 

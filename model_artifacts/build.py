@@ -1,19 +1,26 @@
 """The build step: model -> TorchScript -> parity check -> model.tar.gz + manifest.json.
 
 An unchanged rebuild is a no-op (model_artifacts.cache); an archive the serving runtime cannot
-load is refused (model_artifacts.compatibility).
+load is refused (model_artifacts.compatibility). `build_all` builds many models: up to `jobs` at
+once (each conversion still in its own fresh interpreter), and models whose build inputs are the
+same but for their name are converted once and the artifact copied to the others.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional, Sequence
 
 from config import ConfigError
 from model_artifacts import torchscript
-from model_artifacts.cache import cache_key, up_to_date
+from model_artifacts.cache import FileHashes, built_with, cache_key, up_to_date
 from model_artifacts.compatibility import check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE, handler_code
 from model_artifacts.mxnet_runtime_export import PARAMS_FILE, SYMBOL_FILE
@@ -46,16 +53,170 @@ def build_artifact(request: BuildRequest, out_dir: Path, reporter: Optional[Repo
     if cached is not None:
         reporter.say(f"[{request.name}] up to date (sha256 {cached['sha256'][:12]})", level="summary")
         return cached
+    return _build_and_record(request, out_dir, key, reporter)
+
+
+def _build_and_record(request: BuildRequest, out_dir: Path, key: str, reporter: Reporter, summary: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / "model.pt"  # a working file, streamed into the tarball, then removed
     try:
-        with reporter.model(request.name, MXNET_STEPS if request.target_framework == "mxnet" else STEPS) as progress:
+        steps = MXNET_STEPS if request.target_framework == "mxnet" else STEPS
+        with reporter.model(request.name, steps, summary=summary) as progress:
             manifest = _build(request, out_dir, archive, progress)
     finally:
         archive.unlink(missing_ok=True)
     manifest["cache_key"] = key
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write_manifest(out_dir, manifest)
     return manifest
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------ many models: in parallel, shared builds
+
+
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Outcome:
+    """One model of a batch build: its manifest, or why it failed."""
+
+    request: BuildRequest
+    out_dir: Path
+    manifest: Optional[dict] = None
+    how: str = ""  # up to date | built | shared
+    shared_from: Optional[str] = None  # the model whose artifact was copied
+    error: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+
+def build_all(requests: Sequence[BuildRequest], out_root: Path, jobs: Optional[int] = None,
+              reporter: Optional[Reporter] = None) -> List[Outcome]:
+    """Build every request into out_root/<name>/, up to `jobs` conversions at once; never raises for one model.
+
+    Requests with the same cache key (the same build but for the name) form a group: an up-to-date member's
+    artifact, or else the first member's fresh build, is copied to the members that need it, each with
+    its own manifest. Returns one Outcome per request, in order; failed ones carry the reason."""
+    reporter = reporter or Reporter(level="none")
+    hashes = FileHashes()  # the build code, handler and pins are hashed once, not once per model
+    outcomes = [Outcome(request, Path(out_root) / request.name) for request in requests]
+    tally = _Tally(reporter, len(outcomes))
+    groups: Dict[str, List[Outcome]] = {}
+    for outcome in outcomes:
+        try:
+            key = cache_key(outcome.request, hashes)
+        except Exception as error:  # noqa: BLE001 - one model's error must not lose the others
+            tally.failed(outcome, _reason(error))
+            continue
+        groups.setdefault(key, []).append(outcome)
+    work = list(groups.items())
+    if work:
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs or default_jobs(), len(work))), thread_name_prefix="build") as pool:
+            try:
+                for future in [pool.submit(_build_group, key, members, reporter, tally) for key, members in work]:
+                    future.result()
+            except BaseException:  # Ctrl-C: start no more builds
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return outcomes
+
+
+def _build_group(key: str, members: List[Outcome], reporter: Reporter, tally: "_Tally") -> None:
+    source: Optional[Outcome] = None
+    pending = []
+    for member in members:
+        try:
+            member.manifest = up_to_date(member.request, member.out_dir, key)
+        except Exception as error:  # noqa: BLE001
+            tally.failed(member, _reason(error))
+            continue
+        if member.manifest is None:
+            pending.append(member)
+        else:
+            member.how, source = "up to date", source or member
+            tally.done(member)
+    if not pending:
+        return
+    if source is None:
+        source, started = pending.pop(0), time.perf_counter()
+        try:
+            source.manifest = _build_and_record(source.request, source.out_dir, key, reporter, summary=False)
+        except Exception as error:  # noqa: BLE001
+            tally.failed(source, _reason(error))
+            for member in pending:
+                tally.failed(member, f"model {member.name!r}: not built: the same build as {source.name!r}, which failed")
+            return
+        source.how = "built"
+        tally.done(source, seconds=time.perf_counter() - started)
+    shared = built_with(source.out_dir, key)  # read back once, checked intact, for all the copies
+    for member in pending:
+        try:
+            if shared is None:
+                raise ConfigError(f"model {member.name!r}: the shared artifact in {source.out_dir} changed during the build; build again")
+            member.manifest = _copy_artifact(source, member, shared)
+        except Exception as error:  # noqa: BLE001
+            tally.failed(member, _reason(error))
+            continue
+        member.how, member.shared_from = "shared", source.name
+        tally.done(member)
+
+
+def _copy_artifact(source: Outcome, target: Outcome, manifest: dict) -> dict:
+    """source's model.tar.gz and its manifest, renamed, in target's directory."""
+    target.out_dir.mkdir(parents=True, exist_ok=True)
+    copy = target.out_dir / f".{ARTIFACT_FILE}.copy"
+    try:
+        shutil.copyfile(source.out_dir / ARTIFACT_FILE, copy)
+        os.replace(copy, target.out_dir / ARTIFACT_FILE)
+    finally:
+        copy.unlink(missing_ok=True)
+    manifest = {**manifest, "name": target.name}
+    _write_manifest(target.out_dir, manifest)
+    return manifest
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, (ConfigError, OSError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"  # a bug here; still reported per model
+
+
+class _Tally:
+    """The batch's one line per model, numbered as models finish: `[k/N] model-007 built in 2.1s (sha256 ...)`."""
+
+    def __init__(self, reporter: Reporter, total: int):
+        self.reporter, self.total, self.finished = reporter, total, 0
+        self._lock = threading.Lock()
+
+    def done(self, outcome: Outcome, seconds: Optional[float] = None) -> None:
+        sha = outcome.manifest["sha256"][:12]
+        how = {
+            "up to date": f"up to date (sha256 {sha})",
+            "built": f"built in {seconds or 0:.1f}s (sha256 {sha})",
+            "shared": f"built: the same build as {outcome.shared_from}, copied (sha256 {sha})",
+        }[outcome.how]
+        self._line(outcome, how)
+
+    def failed(self, outcome: Outcome, reason: str) -> None:
+        outcome.error = reason
+        first_line = (reason.splitlines() or [""])[0]
+        self._line(outcome, "FAILED: " + first_line.removeprefix(f"model {outcome.name!r}: "))
+
+    def _line(self, outcome: Outcome, message: str) -> None:
+        with self._lock:
+            self.finished += 1
+            self.reporter.say(f"[{self.finished}/{self.total}] {outcome.name} {message}", level="summary")
 
 
 def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dict:

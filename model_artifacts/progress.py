@@ -6,10 +6,14 @@
             ...
         with model.step("package model.tar.gz", total_bytes=n) as advance:
             advance(chunk)        # a byte-count bar during compression
+
+Thread-safe: models built in parallel (build --jobs N) print whole lines, each prefixed with its
+model's name, and on a terminal share one live display with a row per running step.
 """
 import contextlib
 import os
 import sys
+import threading
 import time
 from typing import Callable, Iterator, Optional, TextIO
 
@@ -29,16 +33,20 @@ class Reporter:
 
     def __init__(self, stream: Optional[TextIO] = None, level: str = "steps"):
         self.stream, self.level = stream or sys.stderr, level
+        self._lock = threading.Lock()
 
     def say(self, message: str, level: str = "steps") -> None:
         if self.level == "steps" or (self.level == "summary" and level == "summary"):
-            print(message, file=self.stream, flush=True)
+            with self._lock:  # one whole line at a time, whatever the threads
+                print(message, file=self.stream, flush=True)
 
     @contextlib.contextmanager
-    def model(self, name: str, steps: int) -> Iterator["_ModelProgress"]:
+    def model(self, name: str, steps: int, summary: bool = True) -> Iterator["_ModelProgress"]:
+        """summary=False: the caller reports the model's outcome itself (a batch build's [k/N] line)."""
         started = time.perf_counter()
         yield _ModelProgress(self, name, steps)
-        self.say(f"[{name}] built in {time.perf_counter() - started:.1f}s", level="summary")
+        if summary:
+            self.say(f"[{name}] built in {time.perf_counter() - started:.1f}s", level="summary")
 
     @contextlib.contextmanager
     def bar(self, label: str, total: int) -> Iterator[Advance]:
@@ -61,25 +69,62 @@ class _ModelProgress:
 
 
 class RichReporter(Reporter):
-    """On a terminal: a spinner per step and a byte bar for compression (rich, already a dependency)."""
+    """On a terminal: a spinner per running step and a byte bar for compression (rich, already a dependency).
+
+    One live display for all of them, started by the first running step and stopped after the last: a row per step in progress, so
+    parallel builds show a row per model; finished steps print above it as plain lines."""
 
     def __init__(self, stream: TextIO):
         super().__init__(stream, level="steps")
         from rich.console import Console
 
         self.console = Console(file=stream)
+        self._live = None  # the shared rich Progress while any step runs
+        self._running = 0
 
     def say(self, message: str, level: str = "steps") -> None:
-        if not message.endswith(" ..."):  # the bar shows the running step; print results only
-            self.console.print(message, highlight=False)
+        if not message.endswith(" ..."):  # the live rows show the running steps; print results only
+            # markup=False: "[model-001 2/4]" is text, not a rich style tag (which would swallow the model's name).
+            self.console.print(message, highlight=False, markup=False)  # thread-safe; prints above the live rows
 
     @contextlib.contextmanager
     def bar(self, label: str, total: int) -> Iterator[Advance]:
-        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
-        if total:
-            columns[2:2] = [BarColumn(), DownloadColumn()]
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            task = progress.add_task(label, total=total or None)
+        progress = self._enter()
+        task = progress.add_task(label, total=total or None)
+        try:
             yield lambda n: progress.advance(task, n)
+        finally:
+            progress.remove_task(task)
+            self._exit()
+
+    def _enter(self):
+        with self._lock:
+            if self._live is None:
+                self._live = _progress(self.console)
+                self._live.start()
+            self._running += 1
+            return self._live
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._live.stop()
+                self._live = None
+
+
+def _progress(console):
+    """Spinner, step, [bar + bytes when the step has a byte total], elapsed time."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class WithTotal(ProgressColumn):
+        def __init__(self, column):
+            super().__init__()
+            self.column = column
+
+        def render(self, task):
+            return self.column.render(task) if task.total else Text("")
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), WithTotal(BarColumn()), WithTotal(DownloadColumn()), TimeElapsedColumn()]
+    return Progress(*columns, console=console, transient=True)

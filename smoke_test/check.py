@@ -1,12 +1,16 @@
 """The smoke test's steps: the endpoint is InService, answers the example image, and the answer is well formed.
 
 Every failure becomes a SmokeTestFailure whose text is one line: what went wrong (where to look).
+check_endpoints runs these steps for many endpoints at once, on one pair of clients shared by a bounded thread pool
+(boto3 documents clients, unlike sessions and resources, as thread-safe once created; these register no event hooks
+and nothing mutates their meta, the documented exceptions).
 """
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import boto3
 from botocore.config import Config
@@ -18,11 +22,17 @@ from local_serving.client import base64_image_request, example_image
 CONTENT_TYPES = ("image/jpeg", "application/json")
 TOP_K = 5  # the handler answers at most the 5 best classes per image (inference_src/inference.py, _top_k)
 ROLE_SESSION_NAME = "smoke-test"  # shows in the endpoint account's CloudTrail as who called
+# Endpoints checked at once. At most botocore's connection pool per client (its default, 10, set explicitly below),
+# or threads would wait for a connection and urllib3 would warn that the pool is full.
+MAX_PARALLEL = 10
+DEFAULT_PARALLEL = 8
+BUG_HINT = "a bug in smoke_test/: run it locally with the same arguments"
 
 
 class SmokeTestFailure(Exception):
     def __init__(self, what: str, investigate: str):
         super().__init__(f"{what} ({investigate})")
+        self.what, self.investigate = what, investigate
 
 
 class BadAnswer(ValueError):
@@ -36,10 +46,20 @@ class Answer:
     top_score: float
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One endpoint's result. detail: the answer's summary, or the whole failure line; reason: what failed, short."""
+    endpoint: str
+    passed: bool
+    detail: str
+    reason: str = ""
+
+
 def make_clients(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60, sts_client=None):
     """sagemaker and sagemaker-runtime clients; with role_arn, as that role (the endpoint is in the stage's account)."""
     # Few retries and a bounded wait: a smoke test should fail fast and clearly, not hang the pipeline.
-    config = Config(connect_timeout=10, read_timeout=timeout, retries={"mode": "standard", "total_max_attempts": 2})
+    config = Config(connect_timeout=10, read_timeout=timeout, retries={"mode": "standard", "total_max_attempts": 2},
+                    max_pool_connections=MAX_PARALLEL)
     session = boto3.session.Session(region_name=region)
     if role_arn:
         session = _assumed_role_session(sts_client or session.client("sts", config=config), role_arn, region)
@@ -59,22 +79,67 @@ def _assumed_role_session(sts, role_arn: str, region: Optional[str]) -> boto3.se
     )
 
 
+def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], expected_classes: Optional[int] = None,
+                    content_type: str = "image/jpeg", log: Callable[[str], None] = print,
+                    parallel: int = DEFAULT_PARALLEL) -> List[Outcome]:
+    """Check every (name, detector) endpoint, `parallel` at a time; one failing does not stop the others.
+
+    log must be thread-safe: it gets each endpoint's step lines prefixed "[name] ", then "PASS name: ..." or
+    "FAIL name: ..." as each endpoint finishes. The outcomes come back in the order of `endpoints`."""
+    def check(endpoint: Tuple[str, bool]) -> Outcome:
+        name, detector = endpoint
+        outcome = check_endpoint(sagemaker, runtime, name, detector, expected_classes, content_type,
+                                 log=lambda line: log(f"[{name}] {line}"))
+        log(f"{'PASS' if outcome.passed else 'FAIL'} {name}: {outcome.detail}")
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(endpoints))), thread_name_prefix="smoke-test") as pool:
+        return list(pool.map(check, endpoints))
+
+
+def check_endpoint(sagemaker, runtime, endpoint_name: str, detector: bool = False,
+                   expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print) -> Outcome:
+    """run_smoke_test, with every failure, expected or not, as a failed Outcome: never raises."""
+    try:
+        answer = run_smoke_test(sagemaker, runtime, endpoint_name, expected_classes, content_type, log, detector)
+    except SmokeTestFailure as failure:
+        return Outcome(endpoint_name, False, str(failure), failure.what)
+    except Exception as error:  # a bug here must still fail the pipeline with one readable line, not a traceback
+        what = f"unexpected {type(error).__name__}: {one_line(str(error))}"
+        return Outcome(endpoint_name, False, f"{what} ({BUG_HINT})", what)
+    return Outcome(endpoint_name, True, answer_summary(answer, detector))
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+    """The last line: 'smoke test: 98 of 100 endpoints passed; failed: a (reason), b (reason)'."""
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    endpoints = "endpoint" if len(outcomes) == 1 else "endpoints"
+    line = f"smoke test: {len(outcomes) - len(failed)} of {len(outcomes)} {endpoints} passed"
+    if failed:
+        line += "; failed: " + ", ".join(f"{outcome.endpoint} ({one_line(outcome.reason, 200)})" for outcome in failed)
+    return line
+
+
 def run_smoke_test(sagemaker, runtime, endpoint_name: str, expected_classes: Optional[int] = None,
                    content_type: str = "image/jpeg", log=print, detector: bool = False) -> Answer:
-    """detector: the MXNet SSD endpoint, which takes only the base64 JSON contract and answers detections."""
-    log(f"describe {endpoint_name}: {check_in_service(sagemaker, endpoint_name)}")
+    """detector: the MXNet SSD endpoint, which takes only the base64 JSON contract and answers detections.
+    log gets one line per step (the caller adds which endpoint); every failure raises SmokeTestFailure."""
+    log(f"describe: {check_in_service(sagemaker, endpoint_name)}")
     content_type = "application/json" if detector else content_type
     body = example_payload(content_type)
     status, answer_body, elapsed_ms = invoke(runtime, endpoint_name, body, content_type)
-    log(f"invoke {endpoint_name} ({content_type}, {len(body)} bytes): {status} in {elapsed_ms} ms")
+    log(f"invoke ({content_type}, {len(body)} bytes): {status} in {elapsed_ms} ms")
     try:
         answer = check_detection_answer(answer_body) if detector else check_answer(answer_body, expected_classes)
     except BadAnswer as problem:
         raise SmokeTestFailure(f"unexpected answer from {endpoint_name}: {problem}", "the format is in README.md "
                                f"'Request and response formats'; see {log_group(endpoint_name)}")
-    what = f"{answer.classes} detections" if detector else f"shape [1, {answer.classes}]"
-    log(f"ok: {what}, top class {answer.top_class} ({answer.top_score:.4f})")
     return answer
+
+
+def answer_summary(answer: Answer, detector: bool = False) -> str:
+    what = f"{answer.classes} detections" if detector else f"shape [1, {answer.classes}]"
+    return f"{what}, top class {answer.top_class} ({answer.top_score:.4f})"
 
 
 def check_in_service(sagemaker, endpoint_name: str) -> str:

@@ -1,8 +1,8 @@
 """The delivery pipeline (CDK Pipelines), in the tools account: one commit, dev → staging → prod.
 
-Source (CodeConnections) → RuntimeExport per model (the serving image's own torch) → Synth (make test,
+Source (CodeConnections) → RuntimeExport per serving runtime (its image's own torch) → Synth (make test,
 make synth) → UpdatePipeline (self-mutation) → assets →
-Dev → Staging (+ smoke test) → manual approval → Prod (+ smoke test). The stages are the very
+Dev → Staging (+ smoke test of every endpoint) → manual approval → Prod (+ smoke test). The stages are the very
 ServingStage objects app.py synthesizes for hand deployment.
 
 Big models: CDK Pipelines gives its CloudFormation deploy actions the whole synth output (cdk.out, the staged
@@ -11,18 +11,20 @@ model.tar.gz files included) as input artifact, and CodePipeline caps those at 2
 `deploy_from_templates_only` (pipeline_deploy_input) points the deploy actions at it; the Assets stage and self-mutation keep the full
 output. So models deploy through the pipeline up to the 5 GiB a single CopyObject copies.
 """
-from typing import Dict
+from collections import defaultdict
+from typing import Dict, List
 
 from aws_cdk import Stack, pipelines
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from config import AppConfig, EnvironmentConfig
+from config import AppConfig, EnvironmentConfig, ModelDeployment
 from stacks.constructs.pipeline_acknowledgments import acknowledge_pipeline_findings
 from config.loader import resolve_in_region
 from stacks.pipeline_deploy_input import deploy_from_templates_only
 from stacks.pipeline_steps import cdk_cli_version, runtime_export_step, smoke_test_step, synth_step
+from runtimes import runtime_for
 from stacks.serving_stage import ServingStage
 
 
@@ -32,9 +34,8 @@ class PipelineStack(Stack):
         spec = config.pipeline
         source = pipelines.CodePipelineSource.connection(spec.repository, spec.branch, connection_arn=spec.connection_arn)
         runtime_exports = {
-            name: runtime_export_step(self, source, resolve_in_region(name, model, spec.region))
-            for name, model in config.models.items()
-            if model.framework == "pytorch"  # the MXNet detector is exported with GluonCV in the synth step
+            runtime: runtime_export_step(self, source, runtime, deployments)
+            for runtime, deployments in _torchscript_models_by_runtime(config, spec.region).items()
         }
         self.pipeline = pipelines.CodePipeline(
             self,
@@ -51,22 +52,18 @@ class PipelineStack(Stack):
             pre = [pipelines.ManualApprovalStep(f"Approve{stage.stage_name}", comment=f"Promote to {env.name}?")] \
                 if env.name in spec.manual_approval_before else []
             post = []
-            if env.name in spec.smoke_test_after:
-                runner = self._smoke_test_runner(env)
+            if env.name in spec.smoke_test_after and env.models:
                 post = [
                     smoke_test_step(
-                        f"SmokeTest-{model}",
                         source,
-                        spec,
                         region=env.region,
                         account=env.account,
                         role_name=env.smoke_test_role_name,
-                        runner=runner,
-                        endpoint_name=output,
-                        role_arn=stage.serving.smoke_test_role.output,
-                        detector=config.models[model].framework == "mxnet",  # the SSD answers detections
+                        runner=self._smoke_test_runner(env),
+                        role_arn=stage.smoke_test_role.output,
+                        # The SSD detector answers detections, not classes.
+                        endpoints={env.endpoint_name(m.name): m.spec.framework == "mxnet" for m in env.models},
                     )
-                    for model, output in stage.serving.endpoint_outputs.items()
                 ]
             self.pipeline.add_stage(stage, pre=pre, post=post)
         # Build now, so the CodePipeline and CodeBuild constructs exist to carry their cdk-nag acknowledgements.
@@ -87,4 +84,16 @@ class PipelineStack(Stack):
         # Named, so pinned: a new logical id would recreate it under the same, still taken, name.
         role.node.default_child.override_logical_id(f"SmokeTestRunner{env.stage_id}")
         return role
+
+
+def _torchscript_models_by_runtime(config: AppConfig, region: str) -> Dict[str, List[ModelDeployment]]:
+    """The PyTorch models, resolved in the pipeline's region, by the runtime that converts them (the MXNet detector is
+    exported with GluonCV in the synth step)."""
+    by_runtime = defaultdict(list)
+    for name, model in config.models.items():
+        if model.framework == "pytorch":
+            deployment = resolve_in_region(name, model, region)
+            target = deployment.target
+            by_runtime[runtime_for(target.framework, target.framework_version, target.profile, where=f"model {name!r}").name].append(deployment)
+    return dict(sorted(by_runtime.items()))
 

@@ -7,7 +7,7 @@ from the SageMaker SDK tables), and the synth step only packages that archive.
 """
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Mapping, Sequence
 
 from aws_cdk import CfnOutput, Duration, Stack, pipelines
 from aws_cdk import aws_codebuild as codebuild
@@ -18,7 +18,6 @@ from constructs import Construct
 from config import AppConfig, ModelDeployment
 from config.partitions import partition_of
 from config.serving_targets import image_registry_and_repository
-from config.schema import PipelineSpec
 from runtimes import RUNTIMES as SERVING_RUNTIMES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +42,9 @@ def account_environment(config: AppConfig) -> Dict[str, str]:
 
 RUNTIME_EXPORT_DIR = "build/runtime-export"
 RUNTIME_EXPORT_STEP_PREFIX = "RuntimeExport-"
+# Where Synth finds each runtime's export (<dir>/<runtime>/<model>/), merged into RUNTIME_EXPORT_DIR/<model>/.
+RUNTIME_EXPORT_PARTS_DIR = "build/runtime-export-parts"
+MERGE_RUNTIME_EXPORTS_COMMAND = f"mkdir -p {RUNTIME_EXPORT_DIR} && cp -R {RUNTIME_EXPORT_PARTS_DIR}/*/. {RUNTIME_EXPORT_DIR}/"
 
 
 # The synth output (cdk.out) carries the staged assets, the model.tar.gz files included (up to 5 GiB each): the
@@ -86,25 +88,29 @@ def runtime_export_command(deployment: ModelDeployment) -> str:
             f"--input-shape {shape} --dtype {build.input_dtype} --out {RUNTIME_EXPORT_DIR}/{deployment.name}")
 
 
-def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, deployment: ModelDeployment) -> pipelines.CodeBuildStep:
-    """TorchScript from the runtime's torch, in the runtime's image (`deployment` resolved in the pipeline's region)."""
-    target = deployment.target
-    registry, repository = image_registry_and_repository(target.image_uri)
+def runtime_export_step(scope: Construct, source: pipelines.IFileSetProducer, runtime: str,
+                        deployments: Sequence[ModelDeployment]) -> pipelines.CodeBuildStep:
+    """TorchScript of every model served by `runtime`, from the runtime's torch in its image (`deployments` resolved in
+    the pipeline's region), into one output: one Synth input per runtime, not per model, as CodePipeline allows a
+    CodeBuild action 5 input artifacts. The image: the first of the models' images (a CPU one when the runtime has
+    both; the same torch either way)."""
+    image_uri = min(deployment.target.image_uri for deployment in deployments)
+    registry, repository = image_registry_and_repository(image_uri)
     image_repository = ecr.Repository.from_repository_attributes(
         scope,
-        f"RuntimeImage-{deployment.name}",
+        f"RuntimeImage-{runtime}",
         repository_arn=Stack.of(scope).format_arn(service="ecr", account=registry, resource="repository", resource_name=repository),
         repository_name=repository,
     )
     return pipelines.CodeBuildStep(
-        f"{RUNTIME_EXPORT_STEP_PREFIX}{deployment.name}",
+        f"{RUNTIME_EXPORT_STEP_PREFIX}{runtime}",
         input=source,
         build_environment=codebuild.BuildEnvironment(
-            build_image=codebuild.LinuxBuildImage.from_ecr_repository(image_repository, target.image_uri.rpartition(":")[2])
+            build_image=codebuild.LinuxBuildImage.from_ecr_repository(image_repository, image_uri.rpartition(":")[2])
         ),
-        commands=[runtime_export_command(deployment)],
-        primary_output_directory=f"{RUNTIME_EXPORT_DIR}/{deployment.name}",
-        timeout=Duration.minutes(30),
+        commands=[runtime_export_command(deployment) for deployment in sorted(deployments, key=lambda d: d.name)],
+        primary_output_directory=RUNTIME_EXPORT_DIR,
+        timeout=Duration.minutes(30 + 2 * len(deployments)),
     )
 
 
@@ -112,7 +118,7 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
     step = pipelines.CodeBuildStep(
         "Synth",
         input=source,
-        additional_inputs={f"{RUNTIME_EXPORT_DIR}/{name}": step for name, step in runtime_exports.items()},
+        additional_inputs={f"{RUNTIME_EXPORT_PARTS_DIR}/{runtime}": step for runtime, step in runtime_exports.items()},
         build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.LARGE),
         partial_build_spec=RUNTIMES,
         env={**account_environment(config), "PIP_EXTRA_INDEX_URL": TORCH_CPU_INDEX, **runtime_python_variables()},
@@ -124,7 +130,8 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
               f"--channel conda-forge python={version}" for version in runtime_pythons()),
         ],
         # What a developer runs: the whole suite, then artifacts (from the runtime exports) + synth + cfn-lint.
-        commands=["make test", f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}", TEMPLATES_ONLY_COMMAND],
+        commands=["make test", *([MERGE_RUNTIME_EXPORTS_COMMAND] if runtime_exports else []),
+                  f"make synth RUNTIME_EXPORT={RUNTIME_EXPORT_DIR}", TEMPLATES_ONLY_COMMAND],
         primary_output_directory=ASSEMBLY_DIR,
         timeout=Duration.minutes(60),
     )
@@ -134,25 +141,25 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
 
 
 def smoke_test_step(
-    step_id: str, source: pipelines.IFileSetProducer, spec: PipelineSpec, *, region: str, account: str,
-    role_name: str, runner: iam.IRole, endpoint_name: CfnOutput, role_arn: CfnOutput, detector: bool = False,
+    source: pipelines.IFileSetProducer, *, region: str, account: str, role_name: str, runner: iam.IRole,
+    role_arn: CfnOutput, endpoints: Mapping[str, bool],
 ) -> pipelines.CodeBuildStep:
-    """Invoke the stage's endpoint with the example image from the tools account, through the stage's role
-    (`role_name`, which trusts only `runner`, the CodeBuild role this step runs as)."""
+    """One action that checks every endpoint of the stage (`endpoints`: name -> is the SSD detector) with the example
+    image, from the tools account, through the stage's role (`role_name`, which trusts only `runner`, the CodeBuild role
+    this step runs as). One action, not one per model: CodePipeline allows 50 actions per stage. Each failure is named."""
+    endpoint_args = " ".join(f"--{'detector-' if detector else ''}endpoint-name {name}" for name, detector in sorted(endpoints.items()))
     return pipelines.CodeBuildStep(
-        step_id,
+        "SmokeTest",
         input=source,
         role=runner,
         build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE),
         partial_build_spec=RUNTIMES,
-        env_from_cfn_outputs={"ENDPOINT_NAME": endpoint_name, "SMOKE_TEST_ROLE_ARN": role_arn},
+        env_from_cfn_outputs={"SMOKE_TEST_ROLE_ARN": role_arn},
         env={"ENDPOINT_REGION": region},
         install_commands=["python -m pip install --quiet -r smoke_test/requirements.txt"],
-        commands=['python -m smoke_test --endpoint-name "$ENDPOINT_NAME" --region "$ENDPOINT_REGION" --assume-role-arn '
-                  '"$SMOKE_TEST_ROLE_ARN"' + (" --detector" if detector else "")],
+        commands=[f'python -m smoke_test --region "$ENDPOINT_REGION" --assume-role-arn "$SMOKE_TEST_ROLE_ARN" {endpoint_args}'],
         role_policy_statements=[
             iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[f"arn:{partition_of(region)}:iam::{account}:role/{role_name}"])
         ],
-        timeout=Duration.minutes(15),
+        timeout=Duration.minutes(15 + len(endpoints) // 8),
     )
-

@@ -1,15 +1,16 @@
 """Stateless: per model, the artifact upload, execution role, endpoint, autoscaling and alarms;
 one dashboard for the stack.
 
-It can be destroyed and recreated without touching the artifact store.
+An environment has several (config/placement.py), each holding some of its models; the first also holds the
+smoke-test role. Each can be destroyed and recreated without touching the artifact store.
 """
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
-from config import EnvironmentConfig
+from config import EnvironmentConfig, ModelDeployment
 from model_artifacts.manifest import load_built_artifact
 from stacks.artifact_store_stack import ArtifactStoreStack
 from stacks.constructs.endpoint_alarms import EndpointAlarms
@@ -29,6 +30,7 @@ class ServingStack(Stack):
         construct_id: str,
         *,
         environment: EnvironmentConfig,
+        models: Sequence[ModelDeployment],
         artifact_store: ArtifactStoreStack,
         artifacts_dir: Path,
         config_dir: Path,
@@ -37,10 +39,9 @@ class ServingStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         store = artifact_store.import_into(self)
-        dashboard = ServingDashboard(self, "Dashboard")
+        dashboard = ServingDashboard(self, "Dashboard") if models else None
         self.endpoint_outputs = {}
-        endpoints = []
-        for deployment in environment.models:
+        for deployment in models:
             model_scope = Construct(self, model_construct_id(deployment.name))
             Tags.of(model_scope).add("model", deployment.name)  # cost allocation per model
             artifact = load_built_artifact(artifacts_dir, deployment)
@@ -83,7 +84,6 @@ class ServingStack(Stack):
                 EndpointAutoscaling(model_scope, "Autoscaling", endpoint=endpoint.endpoint, variant_name=VARIANT_NAME, scaling=deployment.scaling)
             warn_if_runtime_older(endpoint.model, deployment, artifact)
             dashboard.add_endpoint(deployment.name, endpoint_name, VARIANT_NAME, alarms.alarms)
-            endpoints.append(endpoint.endpoint)
             # The pipeline's smoke test reads this output to find the endpoint.
             self.endpoint_outputs[deployment.name] = CfnOutput(
                 model_scope, "EndpointName", value=endpoint.endpoint.attr_endpoint_name, description=f"SageMaker endpoint of {deployment.name}"
@@ -97,5 +97,5 @@ class ServingStack(Stack):
                 role_name=environment.smoke_test_role_name,
                 pipeline_account=smoke_test_account,
                 pipeline_role_name=environment.pipeline_smoke_test_role_name,
-                endpoints=endpoints,
+                endpoint_name_prefix=environment.endpoint_name(""),
             )

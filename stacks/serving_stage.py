@@ -1,4 +1,4 @@
-"""One environment: the stateful artifact store and the stateless serving stack."""
+"""One environment: the stateful artifact store and the stateless serving stacks (config/placement.py)."""
 from pathlib import Path
 from typing import Optional
 
@@ -6,7 +6,8 @@ from aws_cdk import Environment, Stage
 from constructs import Construct
 
 from config import EnvironmentConfig
-from config.schema import ARTIFACT_STORE_STACK, SERVING_STACK
+from config.placement import serving_stack_id
+from config.schema import ARTIFACT_STORE_STACK
 from stacks.artifact_store_stack import ArtifactStoreStack
 from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stack import ServingStack
@@ -28,16 +29,22 @@ class ServingStage(Stage):
             description=f"Model artifact store ({environment.name}): stateful",
             tags=tags,
         )
-        self.serving = ServingStack(
-            self,
-            SERVING_STACK,
-            stack_name=environment.stack_name(SERVING_STACK),
-            environment=environment,
-            artifact_store=self.artifact_store,
-            artifacts_dir=artifacts_dir,
-            config_dir=config_dir,
-            smoke_test_account=smoke_test_account,
-            description=f"SageMaker endpoints ({environment.name}): stateless",
-            tags=tags,
-        )
+        self.serving_stacks = {
+            number: ServingStack(
+                self,
+                serving_stack_id(number),
+                stack_name=environment.stack_name(serving_stack_id(number)),
+                environment=environment,
+                models=models,
+                artifact_store=self.artifact_store,
+                artifacts_dir=artifacts_dir,
+                config_dir=config_dir,
+                smoke_test_account=smoke_test_account if number == 1 else None,  # the stage's one smoke-test role
+                description=f"SageMaker endpoints ({environment.name}, {', '.join(m.name for m in models) or 'none yet'}): stateless",
+                tags=tags,
+            )
+            for number, models in environment.serving_stacks(with_smoke_test_role=smoke_test_account is not None).items()
+        }
+        self.serving = self.serving_stacks.get(1)  # the first: the one stack there was before the split
+        self.smoke_test_role = self.serving.smoke_test_role if smoke_test_account else None
         tag_resources(self, tags)

@@ -268,6 +268,15 @@ def _sections():
                                                 for name, r in served.items()]}),
         "synth": wrap("synth", {"whole_app_s": [18.0, 19.0, 17.5], "empty_app_s": [6.0, 6.1, 5.9], "whole_app_median_s": 18.0,
                                 "empty_app_median_s": 6.0, "whole_over_empty": 3.0, "targets": [common.target("whole / empty", 3.0, 1.25)]}),
+        "scale": wrap("scale", {"empty_app_s": 6.0, "environments": 3, "noop_rebuild_s": 0.6, "marginal_synth_s_per_model_env": 0.15,
+                                "rows": [{"models": n, "synth_s": 20.0 + 0.45 * n, "synth_s_per_model_env": (14.0 + 0.45 * n) / (3 * n),
+                                          "build_s": 2.0 * n, "build_s_per_model": 2.0, "quotas": {
+                                              "stacks": 7 + 3 * min(n, 16), "template resources": {"stack": "Dev/Serving", "used": 17 + 12 * n // 8, "limit": 500, "share": (17 + 12 * n // 8) / 500},
+                                              "template bytes": {"stack": "Dev/Serving", "used": 20000 * n, "limit": 10**6, "share": 0.02 * n},
+                                              "actions in a pipeline stage": {"stack": "Pipeline", "used": 36, "limit": 50, "share": 0.72}}}
+                                         for n in (1, 10)],
+                                "targets": [common.target("synth s per model·env", 0.19, 0.2, unit="s"),
+                                            common.target("largest quota share", 0.72, 0.8, unit="%")]}),
         "build": wrap("build", {"model": "example-resnet-50", "recipe": "optimized", "cold_s": 10.0, "noop_s": [0.4, 0.5, 0.4],
                                 "noop_median_s": 0.4, "cold_over_noop": 25.0, "targets": [common.target("noop / cold", 0.04, None)],
                                 "compression": {"input_bytes": 10**8, "ours_bytes": 9 * 10**7, "tar_bytes": 9 * 10**7,
@@ -330,6 +339,8 @@ def test_render_lists_every_target_with_its_verdict_and_every_environment(tmp_pa
     assert "| serving | eia-pytorch-1.5.1: served p50 - forward p50 | 2.5 ms | ≤ 3 ms | PASS |" in text
     assert "| eia-pytorch-1.5.1 | multi-model-server 1.1.2 | served, npy body | 4.50 | 5.40 | 10 | +2.50 |" in text
     assert f"| eia-pytorch-1.5.1 | multi-model-server 1.1.2 | of which: {serving.OUTSIDE_WORKER} | 1.50 |  |  |  |" in text
+    assert "| scale | synth s per model·env | 0.19 s | ≤ 0.20 s | PASS |" in text and "| scale | largest quota share | 72% | ≤ 80% | PASS |" in text
+    assert "| 10 | 24.5 | 0.617 | 37 | 32 (6%) | 200 (20%) | 36 (72%) | 20.0 | 2.00 |" in text
 
 
 def test_chart_draws_every_benchmark_and_a_missing_one(tmp_path):

@@ -121,12 +121,14 @@ def test_the_pipeline_smoke_tests_the_detector_with_its_own_contract(both_models
     pipeline = Template.from_stack(both_models.app.node.find_child("Pipeline"))
     projects = {k: json.loads(v["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
                 for k, v in pipeline.find_resources("AWS::CodeBuild::Project").items() if "SmokeTest" in k}
-    detector = [c for k, c in projects.items() if "objectdetector" in k.lower()]
-    classifier = [c for k, c in projects.items() if "imageclassifier" in k.lower()]
-    assert len(detector) == 2 and all(c[0].endswith("--detector") for c in detector)  # staging and prod
-    assert classifier and not any("--detector" in c[0] for c in classifier)
-    exports = [k for k in pipeline.find_resources("AWS::CodeBuild::Project") if "RuntimeExport" in k]
-    assert exports and not any("objectdetector" in k.lower() for k in exports)  # MXNet is exported in the synth step
+    assert len(projects) == 2  # staging and prod: one smoke test each, for both endpoints
+    for commands in projects.values():
+        (command,) = commands
+        stage = "Staging" if "Staging-" in command else "Prod"
+        assert command.endswith(f"--endpoint-name {stage}-Serving-image-classifier --detector-endpoint-name {stage}-Serving-object-detector")
+    exports = [json.loads(v["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+               for k, v in pipeline.find_resources("AWS::CodeBuild::Project").items() if "RuntimeExport" in k]
+    assert exports == [[c for c in exports[0] if "--out build/runtime-export/image-classifier" in c]]  # MXNet: in the synth step
 
 
 @pytest.mark.parametrize("change, message", [

@@ -6,10 +6,13 @@ import io
 import json
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
@@ -18,7 +21,7 @@ from PIL import Image
 
 from local_serving.client import example_image
 from smoke_test.__main__ import main
-from smoke_test.check import TOP_K, Answer, BadAnswer, SmokeTestFailure, check_answer, make_clients
+from smoke_test.check import MAX_PARALLEL, TOP_K, Answer, BadAnswer, SmokeTestFailure, check_answer, make_clients
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINT = "image-classifier-dev"
@@ -87,9 +90,23 @@ def endpoint(capsys):
 
 
 def failure_line(capsys, code: int) -> str:
-    """The CLI's one failure line, after checking nothing else was printed to stderr."""
+    """The one endpoint's FAIL line without "FAIL name: ", after checking the whole output: only the endpoint's step
+    lines, that FAIL line and the summary naming it (so no traceback), nothing on stderr."""
     out, err = capsys.readouterr()
-    assert code == 1, (out, err)
+    assert (code, err) == (1, ""), (out, err)
+    *steps, fail, last = out.splitlines()
+    assert all(line.startswith(f"[{ENDPOINT}] ") for line in steps), out
+    assert fail.startswith(f"FAIL {ENDPOINT}: "), out
+    reason = fail[len(f"FAIL {ENDPOINT}: "):]
+    what = re.fullmatch(rf"smoke test: 0 of 1 endpoint passed; failed: {ENDPOINT} \((.+)\)", last).group(1)
+    assert reason.startswith(what) or what.endswith("..."), (reason, what)  # the summary's reason is the short part
+    return reason
+
+
+def stderr_line(capsys, code: int) -> str:
+    """The failure that stops every check (no clients): one line on stderr, nothing else."""
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, ""), (out, err)
     assert err.count("\n") == 1 and err.startswith("smoke test failed: "), err  # one line, so no traceback
     return err.strip()
 
@@ -103,10 +120,11 @@ def test_success_sends_the_example_jpeg_and_reports_the_top_class(endpoint, caps
 
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
-    describe, invoke, ok = out.splitlines()
-    assert describe == f"describe {ENDPOINT}: InService"
-    assert re.fullmatch(rf"invoke {ENDPOINT} \(image/jpeg, {len(JPEG)} bytes\): 200 in \d+ ms", invoke)
-    assert ok == "ok: shape [1, 1000], top class 904 (0.0013)"
+    describe, invoke, passed, last = out.splitlines()
+    assert describe == f"[{ENDPOINT}] describe: InService"
+    assert re.fullmatch(rf"\[{ENDPOINT}\] invoke \(image/jpeg, {len(JPEG)} bytes\): 200 in \d+ ms", invoke)
+    assert passed == f"PASS {ENDPOINT}: shape [1, 1000], top class 904 (0.0013)"
+    assert last == "smoke test: 1 of 1 endpoint passed"
 
 
 def test_json_content_type_sends_the_base64_image_contract(endpoint, capsys):
@@ -115,7 +133,7 @@ def test_json_content_type_sends_the_base64_image_contract(endpoint, capsys):
     endpoint.answers(GOOD_ANSWER, content_type="application/json", body=contract)
 
     assert endpoint.run("--content-type", "application/json") == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "ok: shape [1, 1000], top class 904 (0.0013)"
+    assert capsys.readouterr().out.splitlines()[-2] == f"PASS {ENDPOINT}: shape [1, 1000], top class 904 (0.0013)"
 
 
 @pytest.mark.parametrize("status, extra, expected", [
@@ -130,7 +148,7 @@ def test_an_endpoint_not_in_service_fails_before_invoking_it(endpoint, capsys, s
 
     line = failure_line(capsys, endpoint.run())
 
-    assert line.startswith(f"smoke test failed: {expected}")
+    assert line.startswith(expected)
     assert LOG_GROUP in line
 
 
@@ -141,7 +159,7 @@ def test_an_unknown_endpoint_names_the_settings_to_check(endpoint, capsys):
 
     line = failure_line(capsys, endpoint.run())
 
-    assert line.startswith(f'smoke test failed: describe endpoint {ENDPOINT} in {REGION}: Could not find endpoint')
+    assert line.startswith(f'describe endpoint {ENDPOINT} in {REGION}: Could not find endpoint')
     assert "--endpoint-name" in line and "--region" in line and "--assume-role-arn" in line
 
 
@@ -163,7 +181,7 @@ def test_a_model_error_reports_the_containers_status_and_message(endpoint, capsy
 
     line = failure_line(capsys, endpoint.run())
 
-    assert line.startswith(f"smoke test failed: invoke endpoint {ENDPOINT} in {REGION}: {expected} (")
+    assert line.startswith(f"invoke endpoint {ENDPOINT} in {REGION}: {expected} (")
     assert line.endswith(f"(see log stream {log_stream})")
 
 
@@ -191,7 +209,7 @@ def test_an_answer_not_in_the_documented_format_fails(endpoint, capsys, answer, 
 
     line = failure_line(capsys, endpoint.run("--expected-classes", "1000"))
 
-    assert line.startswith(f"smoke test failed: unexpected answer from {ENDPOINT}: ")
+    assert line.startswith(f"unexpected answer from {ENDPOINT}: ")
     assert expected in line
     assert line.endswith(f"see CloudWatch log group {LOG_GROUP})")
 
@@ -240,7 +258,7 @@ def test_network_failures_while_invoking_are_one_line(endpoint, capsys, error, e
 
     line = failure_line(capsys, endpoint.run())
 
-    assert line.startswith(f"smoke test failed: invoke endpoint {ENDPOINT} in {REGION}: {expected}")
+    assert line.startswith(f"invoke endpoint {ENDPOINT} in {REGION}: {expected}")
 
 
 def no_network(clients):
@@ -254,13 +272,13 @@ def test_no_credentials_is_one_line(capsys):
 
     line = failure_line(capsys, code)
 
-    assert line.startswith(f"smoke test failed: describe endpoint {ENDPOINT} in {REGION}: no AWS credentials (")
+    assert line.startswith(f"describe endpoint {ENDPOINT} in {REGION}: no AWS credentials (")
 
 
 def test_no_region_is_one_line(capsys):
     code = main(["--endpoint-name", ENDPOINT], clients=lambda *a: no_network(make_clients(*a)))
 
-    assert failure_line(capsys, code) == ("smoke test failed: create AWS clients: no AWS region "
+    assert stderr_line(capsys, code) == ("smoke test failed: create AWS clients: no AWS region "
                                           "(pass --region or set AWS_REGION)")
 
 
@@ -268,7 +286,7 @@ def test_an_unexpected_error_is_still_one_line(capsys):
     def broken_clients(*_):
         raise RuntimeError("a bug\nover two lines")
 
-    line = failure_line(capsys, main(["--endpoint-name", ENDPOINT], clients=broken_clients))
+    line = stderr_line(capsys, main(["--endpoint-name", ENDPOINT], clients=broken_clients))
 
     assert line.startswith("smoke test failed: unexpected RuntimeError: a bug over two lines (")
 
@@ -294,6 +312,7 @@ def test_with_a_role_the_endpoint_clients_use_its_temporary_credentials():
         credentials = client._request_signer._credentials.get_frozen_credentials()
         assert credentials[:3] == ("ASIATEMPORARYKEY", "temporary-secret", "temporary-token")
         assert (client.meta.region_name, client.meta.config.read_timeout) == (REGION, 7)
+        assert client.meta.config.max_pool_connections >= MAX_PARALLEL  # a connection for each concurrent check
 
 
 def test_without_a_role_nothing_is_assumed():
@@ -342,13 +361,29 @@ def test_the_cli_reads_its_settings_from_the_environment(monkeypatch, capsys, ar
     assert asked_for == [(expected_region, ROLE_ARN, 12.0)]
 
 
-@pytest.mark.parametrize("args", [[], ["--endpoint-name", ""]])
+@pytest.mark.parametrize("args", [[], ["--endpoint-name", ""], ["--detector-endpoint-name", "", "--detector"]])
 def test_a_missing_endpoint_name_is_a_usage_error(capsys, args):
     with pytest.raises(SystemExit) as exit_:
         main(args, clients=lambda *_: pytest.fail("no clients without an endpoint name"))
 
     assert exit_.value.code == 2
-    assert "missing endpoint name: pass --endpoint-name or set ENDPOINT_NAME" in capsys.readouterr().err
+    assert ("error: missing endpoint name: pass --endpoint-name or --detector-endpoint-name (each repeatable), "
+            "or set ENDPOINT_NAME") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--endpoint-name", "a", "--endpoint-name", "b", "--detector-endpoint-name", "a"],
+     "error: endpoint given more than once: a"),
+    (["--endpoint-name", "a", "--parallel", "0"], "argument --parallel: invalid parallel_count value: '0'"),
+    (["--endpoint-name", "a", "--parallel", str(MAX_PARALLEL + 1)],
+     f"argument --parallel: invalid parallel_count value: '{MAX_PARALLEL + 1}'"),
+])
+def test_other_usage_errors(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args, clients=lambda *_: pytest.fail("no clients on a usage error"))
+
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_the_build_step_installs_the_repositorys_pinned_versions():
@@ -371,7 +406,7 @@ def test_the_detector_gets_the_base64_contract_and_detections_are_checked(endpoi
     endpoint.answers(DETECTIONS, content_type="application/json", body=contract)
 
     assert endpoint.run("--detector") == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "ok: 2 detections, top class 14 (0.9100)"
+    assert capsys.readouterr().out.splitlines()[-2] == f"PASS {ENDPOINT}: 2 detections, top class 14 (0.9100)"
 
 
 @pytest.mark.parametrize("answer, problem", [
@@ -385,3 +420,222 @@ def test_a_malformed_detection_answer_fails_naming_the_problem(endpoint, capsys,
     endpoint.describes()
     endpoint.answers(answer, content_type="application/json", body=contract)
     assert problem in failure_line(capsys, endpoint.run("--detector"))
+
+
+# A stage's endpoints, checked at once by one invocation.
+
+CONTRACT = json.dumps({"image": base64.b64encode(JPEG).decode("ascii")}).encode()
+
+
+class Fleet:
+    """Real clients shared by every endpoint, as make_clients gives them, answering by endpoint name from any thread.
+    A Stubber answers in call order, which concurrent checks do not have; this checks each call's parameters as a
+    Stubber would, answers it once, and records anything unexpected (an exception raised here would only be that
+    endpoint's FAIL line)."""
+
+    def __init__(self):
+        self.sagemaker, self.runtime = stubbable_client("sagemaker"), stubbable_client("sagemaker-runtime")
+        self.pending, self.problems, self.lock = {}, [], threading.Lock()
+        for client in (self.sagemaker, self.runtime):  # registered before any thread starts
+            client.meta.events.register("before-parameter-build", self._expect)
+            client.meta.events.register("before-call", self._respond)
+            client.meta.events.register("before-send", self._never_send)
+
+    def describes(self, name, status="InService"):
+        now = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+        self._queue("DescribeEndpoint", name, {"EndpointName": name}, 200, {
+            "EndpointName": name, "EndpointStatus": status, "CreationTime": now, "LastModifiedTime": now})
+
+    def answers(self, name, answer, content_type="image/jpeg", body=JPEG, then=None):
+        data = json.dumps(answer).encode()
+        expected = {"EndpointName": name, "ContentType": content_type, "Accept": "application/json", "Body": body}
+        self._queue("InvokeEndpoint", name, expected, 200, {
+            "Body": StreamingBody(io.BytesIO(data), len(data)), "ContentType": "application/json"}, then)
+
+    def fails_to_invoke(self, name, code, message, status=400, then=None):
+        self._queue("InvokeEndpoint", name, None, status, {"Error": {"Code": code, "Message": message}}, then)
+
+    def _queue(self, operation, name, expected, status, parsed, then=None):
+        parsed["ResponseMetadata"] = {"HTTPStatusCode": status}
+        self.pending[operation, name] = (expected, AWSResponse(None, status, {}, None), parsed, then)
+
+    def _expect(self, params, model, context, **_):
+        with self.lock:
+            call = self.pending.pop((model.name, params.get("EndpointName")), None)
+        if call is None:
+            self.problems.append(f"unexpected {model.name} {params.get('EndpointName')}")
+        elif call[0] is not None and params != call[0]:
+            self.problems.append(f"{model.name} {params['EndpointName']} called with {params}, expected {call[0]}")
+        context["fleet"] = call
+
+    def _respond(self, context, **_):
+        _, http, parsed, then = context["fleet"]
+        if then:
+            then()  # runs in the endpoint's thread, while its call is in flight
+        return http, parsed
+
+    def _never_send(self, **_):
+        self.problems.append("a request was about to be sent")
+        raise RuntimeError("no network in tests")
+
+    def run(self, *args) -> int:
+        code = main(list(args), clients=lambda *settings: (self.sagemaker, self.runtime))
+        assert (self.problems, list(self.pending)) == ([], [])  # every call expected, every answer used
+        return code
+
+
+def endpoint_args(*names, option="--endpoint-name"):
+    return [arg for name in names for arg in (option, name)]
+
+
+def output(capsys):
+    """stdout's lines, after checking stderr is empty and every line is a step, PASS, FAIL or the last, summary."""
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert all(re.match(r"(\[[\w-]+\] |PASS [\w-]+: |FAIL [\w-]+: )", line) for line in lines[:-1]), out
+    assert lines[-1].startswith("smoke test: ")
+    return lines
+
+
+def test_every_endpoint_is_checked_and_the_summary_names_the_one_that_failed(capsys):
+    fleet, names = Fleet(), ["model-a", "model-b", "model-c", "model-d", "model-e"]
+    for name in names:
+        fleet.describes(name, status="Updating" if name == "model-c" else "InService")
+        if name != "model-c":  # not invoked: it is not InService
+            fleet.answers(name, GOOD_ANSWER)
+
+    code = fleet.run(*endpoint_args(*names), "--region", REGION)
+
+    lines = output(capsys)
+    assert code == 1
+    assert lines[-1] == ("smoke test: 4 of 5 endpoints passed; "
+                         "failed: model-c (endpoint model-c is Updating, not InService)")
+    assert sorted(line for line in lines if line.startswith(("PASS", "FAIL"))) == sorted([
+        *(f"PASS {name}: shape [1, 1000], top class 904 (0.0013)" for name in names if name != "model-c"),
+        "FAIL model-c: endpoint model-c is Updating, not InService (aws sagemaker describe-endpoint --endpoint-name "
+        "model-c; see CloudWatch log group /aws/sagemaker/Endpoints/model-c)",
+    ])
+    steps = [re.sub(r"\d+ bytes\): 200 in \d+ ms", "...", line) for line in lines if line.startswith("[")]
+    assert sorted(steps) == sorted([  # each endpoint's steps stay attributable however they interleave
+        *(f"[{name}] describe: InService" for name in names if name != "model-c"),
+        *(f"[{name}] invoke (image/jpeg, ..." for name in names if name != "model-c"),
+    ])
+
+
+def test_failures_of_every_kind_are_reported_and_do_not_stop_the_others(capsys):
+    def bug():
+        raise RuntimeError("a bug\nover two lines")
+
+    fleet = Fleet()
+    for name in ("model-a", "model-b", "model-c", "model-d"):
+        fleet.describes(name)
+    fleet.answers("model-a", {"shape": [1, 10], "predictions": [TOP_5]})
+    fleet.fails_to_invoke("model-b", "ThrottlingException", "Rate exceeded")
+    fleet.answers("model-c", GOOD_ANSWER, then=bug)  # unexpected: becomes model-c's FAIL line, not a traceback
+    fleet.answers("model-d", GOOD_ANSWER)
+
+    code = fleet.run(*endpoint_args("model-a", "model-b", "model-c", "model-d"))
+
+    lines = output(capsys)
+    assert code == 1
+    assert lines[-1] == (
+        "smoke test: 1 of 4 endpoints passed; failed: "
+        "model-a (unexpected answer from model-a: each prediction should be {\"class\": int in [0, 10), "
+        "\"score\": 0..1}, got {\"class\": 904, \"score\": 0.0013}), "
+        f"model-b (invoke endpoint model-b in {REGION}: ThrottlingException: Rate exceeded), "
+        "model-c (unexpected RuntimeError: a bug over two lines)")
+    assert "FAIL model-c: unexpected RuntimeError: a bug over two lines (a bug in smoke_test/: run it locally with " \
+           "the same arguments)" in lines
+    assert [line for line in lines if line.startswith("PASS")] == [
+        "PASS model-d: shape [1, 1000], top class 904 (0.0013)"]
+
+
+def test_classifiers_and_detectors_each_get_their_own_contract(monkeypatch, capsys):
+    monkeypatch.setenv("ENDPOINT_NAME", "not-this-one")  # only a fallback when no endpoint is given
+    fleet = Fleet()
+    for name in ("classifier-a", "detector-b", "classifier-c", "detector-d"):
+        fleet.describes(name)
+    fleet.answers("classifier-a", GOOD_ANSWER, content_type="image/jpeg", body=JPEG)
+    fleet.answers("classifier-c", GOOD_ANSWER, content_type="image/jpeg", body=JPEG)
+    fleet.answers("detector-b", DETECTIONS, content_type="application/json", body=CONTRACT)
+    fleet.answers("detector-d", GOOD_ANSWER, content_type="application/json", body=CONTRACT)  # a classifier's answer
+
+    code = fleet.run("--endpoint-name", "classifier-a", "--detector-endpoint-name", "detector-b",
+                     "--endpoint-name", "classifier-c", "--detector-endpoint-name", "detector-d",
+                     "--expected-classes", "1000")  # the classifiers' class count: detections are not classes
+
+    lines = output(capsys)
+    assert code == 1
+    assert lines[-1] == ("smoke test: 3 of 4 endpoints passed; failed: detector-d (unexpected answer from detector-d: "
+                         "'shape' should be [1, 3, H, W], got [1, 1000])")
+    assert {line for line in lines if line.startswith("PASS")} == {
+        "PASS classifier-a: shape [1, 1000], top class 904 (0.0013)",
+        "PASS classifier-c: shape [1, 1000], top class 904 (0.0013)",
+        "PASS detector-b: 2 detections, top class 14 (0.9100)"}
+    assert f"[detector-b] invoke (application/json, {len(CONTRACT)} bytes)" in " ".join(lines)
+
+
+def test_detector_marks_every_endpoint_name_a_detector(capsys):
+    fleet = Fleet()
+    for name in ("detector-a", "detector-b"):
+        fleet.describes(name)
+        fleet.answers(name, DETECTIONS, content_type="application/json", body=CONTRACT)
+
+    assert fleet.run(*endpoint_args("detector-a", "detector-b"), "--detector") == 0
+    assert output(capsys)[-1] == "smoke test: 2 of 2 endpoints passed"
+
+
+@pytest.mark.parametrize("parallel", [None, "3"])
+def test_endpoints_are_checked_concurrently_up_to_the_bound(capsys, parallel):
+    bound = int(parallel or 8)  # the default
+    names = [f"model-{index:02d}" for index in range(2 * bound + 1)]
+    # Each invoke waits until `bound` invokes are in flight together (fewer threads would break the barrier), then
+    # stays a moment, in which any thread beyond the bound would start its own.
+    barrier, in_flight, most, count_lock = threading.Barrier(bound, timeout=5), [0], [0], threading.Lock()
+
+    def in_flight_together(name):
+        with count_lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        try:
+            if name != names[-1]:  # the odd last one goes alone
+                barrier.wait()
+                time.sleep(0.05)
+        finally:
+            with count_lock:
+                in_flight[0] -= 1
+
+    fleet = Fleet()
+    for name in names:
+        fleet.describes(name)
+        fleet.answers(name, GOOD_ANSWER, then=functools.partial(in_flight_together, name))
+
+    code = fleet.run(*endpoint_args(*names), *(["--parallel", parallel] if parallel else []))
+
+    lines = output(capsys)
+    assert (code, lines[-1]) == (0, f"smoke test: {len(names)} of {len(names)} endpoints passed")
+    assert most[0] == bound
+
+
+def test_with_one_at_a_time_the_endpoints_are_checked_in_the_order_given(endpoint, capsys):
+    """The house Stubber answers in call order: it passes only if the checks run one by one, in order."""
+    for name, detector in (("model-a", False), ("detector-b", True), ("model-c", False)):
+        endpoint.describes(name=name)
+        endpoint.answers(DETECTIONS if detector else GOOD_ANSWER, name=name,
+                         content_type="application/json" if detector else "image/jpeg",
+                         body=CONTRACT if detector else JPEG)
+
+    code = main(["--parallel", "1", "--endpoint-name", "model-a", "--detector-endpoint-name", "detector-b",
+                 "--endpoint-name", "model-c"], clients=lambda *_: (endpoint.sagemaker, endpoint.runtime))
+
+    lines = output(capsys)
+    assert code == 0
+    assert [re.sub(r"\d+ bytes\): 200 in \d+ ms", "...", line) for line in lines] == [
+        "[model-a] describe: InService", "[model-a] invoke (image/jpeg, ...",
+        "PASS model-a: shape [1, 1000], top class 904 (0.0013)",
+        "[detector-b] describe: InService", "[detector-b] invoke (application/json, ...",
+        "PASS detector-b: 2 detections, top class 14 (0.9100)",
+        "[model-c] describe: InService", "[model-c] invoke (image/jpeg, ...",
+        "PASS model-c: shape [1, 1000], top class 904 (0.0013)",
+        "smoke test: 3 of 3 endpoints passed"]

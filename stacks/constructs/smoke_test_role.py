@@ -1,9 +1,6 @@
 """A role the pipeline's smoke test assumes from the tools account to call this stage's endpoints."""
-from typing import Sequence
-
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Acknowledgment, CfnOutput, Stack, Validations
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 # The id CDK gave this named role when it was added; pinned, as a new logical id for the same RoleName
@@ -13,7 +10,7 @@ ROLE_LOGICAL_ID = "SmokeTestRole038569BC"
 
 class SmokeTestRole(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, role_name: str, pipeline_account: str, pipeline_role_name: str,
-                 endpoints: Sequence[sagemaker.CfnEndpoint]) -> None:
+                 endpoint_name_prefix: str) -> None:
         super().__init__(scope, construct_id)
         partition = Stack.of(self).partition
         self.role = iam.Role(
@@ -31,8 +28,12 @@ class SmokeTestRole(Construct):
             description="Assumed by the delivery pipeline's smoke test: describe and invoke this stage's endpoints",
         )
         self.role.node.default_child.override_logical_id(ROLE_LOGICAL_ID)
-        # Ref of an AWS::SageMaker::Endpoint is its ARN.
-        self.role.add_to_policy(
-            iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"], resources=[e.ref for e in endpoints])
-        )
+        # The stage's endpoints by their names' common prefix: they live in several serving stacks, and a list of
+        # 100 ARNs would pass IAM's 10 KB limit on a role's inline policies. SageMaker's ARNs hold names lowercased.
+        endpoints = Stack.of(self).format_arn(service="sagemaker", resource="endpoint", resource_name=f"{endpoint_name_prefix.lower()}*")
+        self.role.add_to_policy(iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint"], resources=[endpoints]))
+        Validations.of(self.role.node.find_child("DefaultPolicy")).acknowledge(Acknowledgment(
+            id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{endpoints}]",
+            reason="This stage's endpoints only: every endpoint name of the stage starts with this prefix.",
+        ))
         self.output = CfnOutput(self, "RoleArn", value=self.role.role_arn, description="Role the pipeline's smoke test assumes")
