@@ -101,16 +101,11 @@ serve: setup  ## serve a model on localhost:$(PORT) with its runtime's SageMaker
 invoke: setup  ## send an example image to `make serve` (CONTENT_TYPE=image/jpeg|image/png|application/json|application/x-npy)
 	$(PY) -m local_serving invoke --port $(PORT) --content-type $(CONTENT_TYPE)
 
-# Two workers (pytest-xdist); the tests that start a model server run one after another on one of them (tests/conftest.py).
-# TEST_JOBS=0 runs everything in this process.
-TEST_JOBS ?= 2
-PYTEST := $(PY) -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup)
-
 test: setup runtimes  ## the whole suite, end-to-end tests included
-	$(PYTEST)
+	$(PY) -m pytest
 
 test-fast: setup runtimes  ## the suite without the slow end-to-end tests
-	$(PYTEST) -m "not slow"
+	$(PY) -m pytest -m "not slow"
 
 # Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the
 # table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) comes from

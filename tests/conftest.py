@@ -14,18 +14,6 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("CDK_DISABLE_VERSION_CHECK", "1")
 
-# Modules whose tests start a model server or time one: under `make test`'s two workers (pytest-xdist) they all run on
-# one, one after another. local_serving refuses a second server of a kind, and timings would measure each other.
-MODEL_SERVER_MODULES = {"test_local_endpoint", "test_local_endpoint_mxnet", "test_local_serving", "test_mxnet_handler", "test_soak",
-                        "test_workers", "test_worst_case", "test_benchmarks"}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.module.__name__.rpartition(".")[2] in MODEL_SERVER_MODULES:
-            item.add_marker(pytest.mark.xdist_group("model-server"))
-
-
 TINY_BUILD = {"model": "example-resnet-tiny", "input_shape": [1, 3, 64, 64]}
 
 
