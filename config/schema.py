@@ -220,9 +220,9 @@ class AppSpec(_Strict):
     # app in the same account (a sandbox, a branch) names nothing the first one owns. Empty: no prefix.
     name_prefix: str = Field("", max_length=20, pattern=NAME_PREFIX_PATTERN)
     # How many serving stacks an environment may use: models spread over them, so that no stack nears
-    # CloudFormation's quotas (500 resources, 1 MB template). At most 18: the pipeline deploys each stack with
-    # 2 actions, in one stage per environment, and CodePipeline allows 50 per stage (18 x 2 + the artifact store,
-    # approval and smoke test = 40, 80 %).
+    # CloudFormation's quotas (500 resources, 1 MB template). At most 18, so that an environment deploys in one
+    # pipeline stage: each stack is 2 actions, CodePipeline allows 50 per stage (CDK Pipelines would split a bigger
+    # stage in two), and 18 x 2 + the artifact store, approval and smoke test = 40, 80 %.
     serving_stacks: int = Field(16, ge=1, le=MAX_SERVING_STACKS)
 
 
