@@ -121,35 +121,32 @@ BREAKING_APP = """
 import sys
 sys.path.insert(0, {repo!r})
 import app
-from stacks import application
 
-def add_stages(cdk_app, *args, **kwargs):
-    stages = application.add_stages(cdk_app, *args, **kwargs)
+def add_stages(cdk_app, *args, **kwargs):  # instead of the environments: only the construct under test
 {break_app}
-    return stages
 
 app.add_stages = add_stages
 sys.exit(app.main())
 """
 
 
-def _run_app(tmp_path, config_dir, artifacts_dir, break_app: str):
-    """app.py's main(), as `cdk synth` runs it (a process of its own, context from the environment), with
-    `break_app` (indented code using `cdk_app`) run after the stages are added."""
+def _run_app(tmp_path, config_dir, break_app: str):
+    """app.py's main() as `cdk synth` runs it (a process of its own, context from the environment), its stages
+    replaced by `break_app` (indented code adding constructs to `cdk_app`): the failure handling is app.py's."""
     import os
     import subprocess
     import textwrap
 
     script = tmp_path / "breaking_app.py"
     script.write_text(BREAKING_APP.format(repo=str(REPO), break_app=textwrap.indent(textwrap.dedent(break_app), "    ")))
-    context = {**json.loads((REPO / "cdk.json").read_text())["context"], "config_dir": str(config_dir), "artifacts_dir": str(artifacts_dir)}
+    context = {**json.loads((REPO / "cdk.json").read_text())["context"], "config_dir": str(config_dir)}
     env = {**os.environ, "CDK_OUTDIR": str(tmp_path / "out"), "CDK_CONTEXT_JSON": json.dumps(context)}
     done = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     return done.returncode, done.stdout + done.stderr
 
 
-def test_a_construct_error_prints_its_own_reason(tmp_path, eia_config, eia_artifacts):
-    status, err = _run_app(tmp_path, eia_config, eia_artifacts, """
+def test_a_construct_error_prints_its_own_reason(tmp_path, eia_config):
+    status, err = _run_app(tmp_path, eia_config, """
         import jsii
         from aws_cdk import Stack
         from constructs import IValidation
@@ -167,18 +164,20 @@ def test_a_construct_error_prints_its_own_reason(tmp_path, eia_config, eia_artif
     assert "report above" not in err  # no pointer to a report that was never printed
 
 
-def test_a_policy_finding_points_to_the_printed_report(tmp_path, eia_config, eia_artifacts):
-    status, err = _run_app(tmp_path, eia_config, eia_artifacts, """
-        from aws_cdk import Stack, aws_sqs
+def test_a_policy_finding_points_to_the_printed_report(tmp_path, eia_config):
+    status, err = _run_app(tmp_path, eia_config, """
+        from aws_cdk import Stack, Validations, aws_sqs
+        from cdk_nag import AwsSolutionsChecks
         aws_sqs.Queue(Stack(cdk_app, "Broken"), "Queue")
+        Validations.of(cdk_app).add_plugins(AwsSolutionsChecks(cdk_app))  # as stacks.application does
     """)
     assert status == 1
     assert "AwsSolutions-SQS4" in err  # the report itself, printed by the validation plugin
     assert "Synthesis refused by policy validation: the report above lists each finding" in err
 
 
-def test_a_stack_over_a_quota_is_refused_by_app_py_before_any_deploy(tmp_path, eia_config, eia_artifacts):
-    status, err = _run_app(tmp_path, eia_config, eia_artifacts, """
+def test_a_stack_over_a_quota_is_refused_by_app_py_before_any_deploy(tmp_path, eia_config):
+    status, err = _run_app(tmp_path, eia_config, """
         from aws_cdk import CfnWaitConditionHandle, Stack
         crowded, spacious = Stack(cdk_app, "Crowded"), Stack(cdk_app, "Spacious")
         for i in range(250):  # 250 resources, but over 1 MB of template: the CDK counts resources only
