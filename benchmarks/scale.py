@@ -8,16 +8,15 @@ with the largest stack's share of each CloudFormation and CodePipeline quota (st
 The build is `python -m model_artifacts build` of models that differ in input size (a real conversion each, one
 job per core), cold, then the no-op rebuild of the largest size.
 """
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.build import run_build_cli
 from benchmarks.common import REPO, Options, Progress, target
 from benchmarks.generated_config import generate_config
-from benchmarks.synth import CDK_ENV, COMMAND, _synth, empty_app
+from benchmarks.synth import _synth, empty_app
 from infra_diff.assembly import read_stacks
 from stacks import cloudformation_quotas
 
@@ -31,24 +30,16 @@ NOOP_TARGET_S = 5.0
 
 def _build(config_dir: Path, out_dir: Path) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "model_artifacts", "build", "--config", str(config_dir), "--out", str(out_dir)],
-                          cwd=REPO, env={**os.environ, "CI": "1"}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"building {config_dir} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    run_build_cli([sys.executable, "-m", "model_artifacts", "build", "--config", str(config_dir), "--out", str(out_dir)])
     return time.perf_counter() - started
 
 
 def _synth_generated(config_dir: Path, artifacts: Path, outdir: Path) -> float:
     """The whole app on a generated configuration: the repository's CLI and app.py, the config from context."""
-    started = time.perf_counter()
-    done = subprocess.run([*COMMAND, "-o", str(outdir), "-c", f"config_dir={config_dir}", "-c", f"artifacts_dir={artifacts}"],
-                          cwd=REPO, env={**os.environ, **CDK_ENV}, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"cdk synth of {config_dir} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    done = _synth(REPO, outdir, f"config_dir={config_dir}", f"artifacts_dir={artifacts}")
     if cloudformation_quotas.HEADROOM_EXCEEDED in done.stderr:
         raise RuntimeError(f"a stack is above 80 % of a quota at {config_dir}:\n{done.stderr[-3000:]}")
-    return elapsed
+    return done.elapsed
 
 
 def _quotas(outdir: Path) -> dict:
@@ -62,7 +53,7 @@ def run(options: Options, progress: Progress) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=options.work_dir) as tmp_name:
         tmp = Path(tmp_name)
-        empty_s = _synth(empty_app(tmp / "empty-app"), tmp / "empty.out")
+        empty_s = _synth(empty_app(tmp / "empty-app"), tmp / "empty.out").elapsed
         progress.say(f"empty CDK app: synth {empty_s:.1f}s")
         for models in sizes:
             # Models that differ (input sizes): each converted, and each its own asset in the pipeline's Assets stages.

@@ -36,16 +36,18 @@ def empty_app(directory: Path) -> Path:
     return directory
 
 
-def _synth(cwd: Path, outdir: Path) -> float:
+def _synth(cwd: Path, outdir: Path, *context: str) -> subprocess.CompletedProcess:
+    """The timed synthesis (`.elapsed`, seconds); `context`: `key=value` pairs passed as `-c`."""
     env = {**os.environ, **CDK_ENV}
+    context_args = [arg for pair in context for arg in ("-c", pair)]
     started = time.perf_counter()
-    done = subprocess.run([*COMMAND, "-o", str(outdir)], cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    done = subprocess.run([*COMMAND, "-o", str(outdir), *context_args], cwd=cwd, env=env, capture_output=True, text=True)
+    done.elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"cdk synth in {cwd} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     if not list(outdir.glob("**/*.template.json")):
         raise RuntimeError(f"cdk synth in {cwd} wrote no template into {outdir}")
-    return elapsed
+    return done
 
 
 def run(options: Options, progress: Progress) -> dict:
@@ -62,7 +64,7 @@ def run(options: Options, progress: Progress) -> dict:
         def synth(name):
             def call():
                 last[name] = Path(tmp) / f"out-{next(outputs)}"
-                seconds = _synth(apps[name], last[name])
+                seconds = _synth(apps[name], last[name]).elapsed
                 progress.say(f"{name}: {seconds:.1f}s")
             return call
 

@@ -10,15 +10,15 @@ from tests.conftest import REPO, make_config
 pytestmark = pytest.mark.slow
 
 
-def _cdk_synth(config_dir, artifacts_dir, outdir):
+def _cdk_synth(config_dir, artifacts_dir, outdir, timeout=300):
     if not (REPO / "node_modules" / ".bin" / "cdk").exists() or not shutil.which("npx"):
         pytest.fail("the local CDK CLI is missing: run `make setup` (npm ci)")
-    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
     env.pop("AWS_PROFILE", None)
     return subprocess.run(
         ["npx", "--no-install", "cdk", "synth", "**", "--quiet", "--no-notices",
          "-c", f"config_dir={config_dir}", "-c", f"artifacts_dir={artifacts_dir}", "-o", str(outdir)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
 

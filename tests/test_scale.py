@@ -211,15 +211,13 @@ def test_100_models_in_3_environments_synthesize_with_the_pipeline_within_quotas
 
     from benchmarks.generated_config import generate_config, model_name
     from infra_diff.assembly import read_stacks
+    from tests.test_cdk_cli import _cdk_synth
 
     config = generate_config(tmp_path / "config", 100)
     built = subprocess.run([sys.executable, "-m", "model_artifacts", "build", "--config", str(config), "--out", str(tmp_path / "artifacts")],
                            cwd=REPO, env={**os.environ, "CI": "1"}, capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
-    env = {**os.environ, "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    synth = subprocess.run(["npx", "--no-install", "cdk", "synth", "**", "--quiet", "--no-notices", "-o", str(tmp_path / "out"),
-                            "-c", f"config_dir={config}", "-c", f"artifacts_dir={tmp_path / 'artifacts'}"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    synth = _cdk_synth(config, tmp_path / "artifacts", tmp_path / "out", timeout=1500)
     # cdk-nag runs as a policy-validation plugin: a finding fails synthesis. No quota warning either.
     assert synth.returncode == 0, (synth.stdout + synth.stderr)[-3000:]
     assert cloudformation_quotas.HEADROOM_EXCEEDED not in synth.stderr
