@@ -67,7 +67,7 @@ class ImagePreprocessingSpec(_Strict):
     resize_short_side: Optional[int] = Field(None, ge=1)
 
 
-Recipe = Literal["auto", "eia-1.3", "eia-1.5", "optimized", "trace", "script"]
+Recipe = Literal["auto", "eia-1.3", "eia-1.5", "optimized", "aoti", "trace", "script"]
 
 
 class BuildSpec(_Strict):
@@ -81,7 +81,8 @@ class BuildSpec(_Strict):
     weights: Optional[str] = None
     input_shape: Tuple[int, int, int, int] = (1, 3, 224, 224)
     input_dtype: Literal["float32", "float64", "float16", "bfloat16"] = "float32"
-    # auto follows the serving runtime: eia-1.3 (trace), eia-1.5 (script), trace on GPU, optimized on CPU.
+    # auto follows the serving runtime: eia-1.3 (trace), eia-1.5 (script), trace on GPU, on CPU the faster of
+    # optimized (TorchScript) and aoti (torch.export + AOTInductor) as measured (config/serving_targets.py).
     recipe: Recipe = "auto"
     # Allow an artifact built by a newer torch than the runtime's (recorded in the manifest, warned at synth).
     allow_newer_torch: bool = False

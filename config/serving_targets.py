@@ -68,6 +68,11 @@ def is_gpu_family(family: str) -> bool:
     return family[:1] in ("g", "p")
 
 
+def is_arm_family(family: str) -> bool:
+    # Graviton families carry a g after the generation: c6g, c7gn, m6gd, r7g (g4dn, g5 are GPU families).
+    return re.fullmatch(r"[a-z]+\d+g[a-z]*", family) is not None and not is_gpu_family(family)
+
+
 def is_neuron_family(family: str) -> bool:
     return family.startswith(("inf", "trn"))
 
@@ -105,8 +110,13 @@ def _recipe_for(spec: ModelSpec, profile: str, framework_version: str, where: st
         return MXNET_RECIPE
     recipe = spec.build.recipe
     runtime_recipe = _runtime_recipe(profile, framework_version)
-    if recipe in ("auto", runtime_recipe) or recipe in ("trace", "script"):
-        return runtime_recipe if recipe == "auto" else recipe
+    if recipe == "aoti":
+        _check_aoti(spec, profile, framework_version, where)
+        return recipe
+    if recipe == "auto":
+        return runtime_recipe
+    if recipe in ("trace", "script", runtime_recipe) or (recipe == "optimized" and profile in CPU_PROFILES):
+        return recipe
     if recipe.startswith("eia-"):
         why = f"is for the Elastic Inference torch {recipe[4:]} runtime, but this model serves on {profile} {framework_version}"
     elif profile == "eia":
@@ -116,12 +126,43 @@ def _recipe_for(spec: ModelSpec, profile: str, framework_version: str, where: st
     raise ConfigError(f"{where}: build.recipe = {recipe!r} {why}; use auto ({runtime_recipe}), trace or script")
 
 
+# What `recipe: auto` builds for the CPU profiles: the form `make bench` measured faster in the runtime's own torch
+# (benchmarks/README.md, "latency"): cpu by steady-state latency at batch 1 and 8, serverless by cold start, which
+# a serverless endpoint pays whenever it scales out. benchmarks.latency.preferred_recipes derives this from the
+# results; tests/test_benchmarks.py fails when the committed results say otherwise.
+MEASURED_CPU_RECIPES = {"cpu": "optimized", "serverless": "optimized"}
+CPU_PROFILES = tuple(MEASURED_CPU_RECIPES)
+AOTI_MIN_FRAMEWORK = (2, 6)  # torch.export + AOTInductor packages as model_artifacts.runtime_export builds them
+
+
 def _runtime_recipe(profile: str, framework_version: str) -> str:
-    # The seed: trace for the 1.3.1 EIA runtime, script for 1.5.1. Elsewhere: trace on GPUs,
-    # trace + freeze + optimize_for_inference on CPUs.
+    # The seed: trace for the 1.3.1 EIA runtime, script for 1.5.1. Elsewhere: trace on GPUs, on CPUs the measured one.
     if profile == "eia":
         return "eia-1.3" if framework_version.startswith("1.3") else "eia-1.5"
-    return "trace" if profile == "gpu" else "optimized"
+    return "trace" if profile == "gpu" else MEASURED_CPU_RECIPES[profile]
+
+
+def _check_aoti(spec: ModelSpec, profile: str, framework_version: str, where: str) -> None:
+    """AOTInductor compiles for x86-64 CPUs (AVX2) in the runtime's own torch, which must be 2.6 or newer."""
+    fix = "use build.recipe: auto (or optimized, TorchScript)"
+    if profile not in CPU_PROFILES:
+        raise ConfigError(
+            f"{where}: build.recipe = 'aoti' compiles the model for x86-64 CPUs, but serving.profile is {profile!r}"
+            + (" (the accelerator runs TorchScript only)" if profile == "eia" else " (the package would not use the GPU)")
+            + f"; {fix}, or serve on serving.profile: cpu or serverless"
+        )
+    if tuple(int(part) for part in framework_version.split(".")[:2]) < AOTI_MIN_FRAMEWORK:
+        raise ConfigError(
+            f"{where}: build.recipe = 'aoti' needs torch >= {'.'.join(map(str, AOTI_MIN_FRAMEWORK))} in the serving image "
+            f"(torch.export and AOTInductor packages), but serving.profiles.{profile}.framework_version is {framework_version!r}; "
+            f"{fix}, or set framework_version: 2.6.0"
+        )
+    instance_type = active_profile_settings(spec).instance_type or ""
+    if is_arm_family(instance_family(instance_type)):
+        raise ConfigError(
+            f"{where}: build.recipe = 'aoti' compiles for x86-64, but serving.profiles.{profile}.instance_type = "
+            f"{instance_type!r} is an Arm (Graviton) instance; {fix}, or choose an x86 instance (e.g. ml.c5.xlarge)"
+        )
 
 
 def active_profile_settings(spec: ModelSpec) -> ProfileSettings:

@@ -33,6 +33,8 @@ take_json_as_bytes()  # a non-UTF-8 JSON body is then the client's 400, not the 
 
 MODEL_FILE = "model.pt"
 MODEL_INFO_FILE = "model_info.json"  # stored inside model.pt by the build step (_extra_files)
+# Recipe aoti (torch >= 2.6 CPU runtimes): an AOTInductor package instead of model.pt, its info file beside it.
+AOTI_MODEL_FILE = "model.pt2"
 # The toolkit's convention: the EIA containers set this when an accelerator is attached.
 ACCELERATOR_PRESENT_ENV = "SAGEMAKER_INFERENCE_ACCELERATOR_PRESENT"
 TOP_K = 5
@@ -111,6 +113,8 @@ def _gpu_id(context):
 
 
 def model_fn(model_dir, context=None):
+    if os.path.exists(os.path.join(model_dir, AOTI_MODEL_FILE)):
+        return _warmed_up(_load_aoti_package(model_dir), AOTI_MODEL_FILE)
     extra_files = _extra_files_map()
     eia = accelerator_present()
     if eia and torch_minor_version() == (1, 5):
@@ -132,11 +136,23 @@ def model_fn(model_dir, context=None):
     if info.get("recipe") == "optimized" and device.type == "cpu" and hasattr(torch.jit, "optimize_for_inference"):
         # The build froze the model; MKLDNN layouts are chosen here, for this machine's CPU.
         module = torch.jit.optimize_for_inference(module)
-    model = LoadedModel(module, info, device)
+    return _warmed_up(LoadedModel(module, info, device), MODEL_FILE)
+
+
+def _load_aoti_package(model_dir):
+    """The compiled CPU model (AOTInductor extracts its shared library and loads it); GPUs and EI never get one."""
+    import torch._inductor  # torch >= 2.6; the build refuses recipe aoti for older runtimes
+
+    with open(os.path.join(model_dir, MODEL_INFO_FILE)) as handle:
+        info = json.load(handle)
+    return LoadedModel(torch._inductor.aoti_load_package(os.path.join(model_dir, AOTI_MODEL_FILE)), info, torch.device("cpu"))
+
+
+def _warmed_up(model, model_file):
     if model.input_shape:
         # The JIT optimizes (and EI compiles) a graph on its first run: pay for it here, not on the first request.
         forward(model, torch.zeros(model.input_shape, dtype=model.dtype))
-    logger.info("loaded %s on %s (accelerator present: %s)", MODEL_FILE, device, eia)
+    logger.info("loaded %s on %s (accelerator present: %s)", model_file, model.device, accelerator_present())
     return model
 
 
@@ -296,7 +312,7 @@ def predict_fn(input_data, model, context=None):
 
 def forward(model, batch):
     """The model on one batch, on the accelerator when one is attached (predict_fn and model_fn's warm-up)."""
-    batch = batch.to(model.device, model.dtype)
+    batch = batch.to(model.device, model.dtype).contiguous()  # AOTInductor's kernels index dense memory
     with torch.no_grad():
         if not accelerator_present():
             return model.module(batch).cpu()

@@ -14,10 +14,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, get_args
+
+from config.schema import Recipe
 
 DEFAULT_OUT = Path("build/artifacts")
-RECIPES = ("eia-1.3", "eia-1.5", "optimized", "trace", "script")
+RECIPES = tuple(recipe for recipe in get_args(Recipe) if recipe != "auto")  # convert names one model's recipe
 
 
 def _ensure_fixed_hash_seed(argv: List[str]) -> None:

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 from config import ConfigError
 from model_artifacts import torchscript
 from model_artifacts.cache import FileHashes, built_with, cache_key, up_to_date
-from model_artifacts.compatibility import check_runtime_can_load
+from model_artifacts.compatibility import check_aoti_package_torch, check_runtime_can_load
 from model_artifacts.manifest import ARTIFACT_FILE, MANIFEST_FILE, handler_code
 from model_artifacts.mxnet_runtime_export import PARAMS_FILE, SYMBOL_FILE
 from model_artifacts.packaging import sha256_of, write_reproducible_tarball
@@ -30,6 +30,8 @@ from model_artifacts.requests import BuildRequest, runtime_of
 
 # Kept free of torch: runtime_export (run as a subprocess) is the only module here that imports it.
 EXPORTED_MODEL_FILE = "model.pt"  # runtime_export's output files
+AOTI_MODEL_FILE = "model.pt2"  # recipe aoti's instead of model.pt
+AOTI_RECIPE = "aoti"
 EXPORT_INFO_FILE = "export.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The detector is built in two steps: GluonCV builds the graph in its own venv (make setup-mxnet; MXNet needs
@@ -255,7 +257,8 @@ def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dic
 
 
 def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, progress):
-    """model.pt converted by this torch (or the runtime's, from --runtime-export), normalized, checked loadable."""
+    """model.pt converted by this torch (or the runtime's, from --runtime-export), normalized, checked loadable.
+    Recipe aoti: model.pt2 (already reproducible: runtime_export fixes its paths and dates) and model_info.json."""
     if request.runtime_export:
         export_dir = request.runtime_export
         with progress.step(f"take the runtime's TorchScript ({request.recipe}) from {export_dir}"):
@@ -266,6 +269,13 @@ def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, pro
         with progress.step(f"load {request.source}, convert ({request.recipe}), check parity in the {runtime.name} runtime"):
             _export_in_the_runtime(request, runtime.require(), export_dir)
             exported = _exported(request, export_dir)
+    if request.recipe == AOTI_RECIPE:
+        with progress.step("add the model info beside the package"):
+            info = scratch / MODEL_INFO_FILE
+            info.write_text(json.dumps(_model_info(request), sort_keys=True))
+        check_aoti_package_torch(request.name, exported["torch_version"], request.target_framework_version)
+        details = {"parity": {**exported["parity"], "checked_with": exported["torch_version"]}}
+        return {AOTI_MODEL_FILE: export_dir / AOTI_MODEL_FILE, MODEL_INFO_FILE: info}, exported["torch_version"], details
     with progress.step("normalize the archive (no debug records or local paths) and add the model info"):
         extra_files = {MODEL_INFO_FILE: json.dumps(_model_info(request), sort_keys=True)}
         torchscript.normalize(export_dir / EXPORTED_MODEL_FILE, archive, extra_files)
@@ -346,9 +356,10 @@ def _model_info(request: BuildRequest) -> dict:
 def _exported(request: BuildRequest, export_dir: Path) -> dict:
     """The export's record, checked against what the configuration asks for."""
     info_path = export_dir / EXPORT_INFO_FILE
-    if not info_path.is_file() or not (export_dir / EXPORTED_MODEL_FILE).is_file():
+    model_file = AOTI_MODEL_FILE if request.recipe == AOTI_RECIPE else EXPORTED_MODEL_FILE
+    if not info_path.is_file() or not (export_dir / model_file).is_file():
         raise ConfigError(
-            f"model {request.name!r}: no runtime export in {export_dir} ({EXPORTED_MODEL_FILE} + {EXPORT_INFO_FILE}); "
+            f"model {request.name!r}: no runtime export in {export_dir} ({model_file} + {EXPORT_INFO_FILE}); "
             "run `python -m model_artifacts.runtime_export` in the serving runtime's image first"
         )
     exported = json.loads(info_path.read_text())

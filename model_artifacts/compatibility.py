@@ -34,3 +34,13 @@ def check_runtime_can_load(name: str, build_torch: str, runtime_torch: str, form
             f"not load everything it wrote; {fix}. To build anyway, set build.allow_newer_torch: true (or pass "
             "--allow-newer-torch): the manifest records it and synthesis warns"
         )
+
+
+def check_aoti_package_torch(name: str, build_torch: str, runtime_torch: str) -> None:
+    """An AOTInductor package calls into the torch that compiled it (its C++ ABI): only that release loads it."""
+    if Version(build_torch).release[:3] != Version(runtime_torch).release[:3]:
+        raise ConfigError(
+            f"model {name!r}: recipe aoti compiled the package with torch {build_torch}, but the runtime runs torch "
+            f"{runtime_torch}, and an AOTInductor package loads only in the torch release that compiled it; "
+            + FIX.format(runtime=runtime_torch)
+        )

@@ -11,13 +11,20 @@ valid Python 3.6 and imports only torch, the example models and the user's model
         --input-shape 1 3 224 224 --out build/runtime-export/image-classifier
     python -m model_artifacts.runtime_export --factory my_models.net:build --weights net.pth \\
         --recipe optimized --input-shape 1 3 224 224 --out build/runtime-export/net
+
+Recipe aoti (torch >= 2.6, the successor CPU runtimes) writes model.pt2 instead of model.pt: torch.export,
+then AOTInductor compiles the frozen graph to a shared library with a C++ compiler (the runtime's image has
+build-essential), packaged with its weights.
 """
 import argparse
+import contextlib
+import fcntl
 import importlib
 import inspect
 import json
 import os
 import pickle
+import shutil
 import sys
 import types
 import zipfile
@@ -27,16 +34,25 @@ import torch
 from model_artifacts.example_models import build_example_model
 
 EXPORTED_MODEL_FILE = "model.pt"  # also named in build.py, which must not import torch
+AOTI_MODEL_FILE = "model.pt2"  # recipe aoti's package, also named in build.py and the handler
 EXPORT_INFO_FILE = "export.json"
 
-# recipe -> how TorchScript is produced. eia-1.3 / eia-1.5 are the seed's recipes for those runtimes.
+# recipe -> how the model is produced. eia-1.3 / eia-1.5 are the seed's recipes for those runtimes.
 # optimized (CPU runtimes, torch >= 1.10) adds torch.jit.freeze here; the handler applies
 # torch.jit.optimize_for_inference when it loads the model, because its MKLDNN constants cannot be
-# saved and it tunes for the serving machine's CPU.
-RECIPES = {"eia-1.3": "trace", "eia-1.5": "script", "optimized": "trace", "trace": "trace", "script": "script"}
-# Parity tolerances: optimize_for_inference fuses and reorders float operations.
-TOLERANCES = {"optimized": (1e-3, 1e-3)}
+# saved and it tunes for the serving machine's CPU. aoti: torch.export + AOTInductor (not TorchScript).
+RECIPES = {"eia-1.3": "trace", "eia-1.5": "script", "optimized": "trace", "trace": "trace", "script": "script", "aoti": "export"}
+AOTI_MIN_TORCH = (2, 6)  # aoti_compile_and_package(ep, package_path=...) and aoti_load_package as used here
+# Parity tolerances: optimize_for_inference and Inductor fuse and reorder float operations.
+TOLERANCES = {"optimized": (1e-3, 1e-3), "aoti": (1e-3, 1e-3)}
 DEFAULT_TOLERANCE = (1e-4, 1e-4)
+# What AOTInductor compiles for. Left to itself it passes -march=native and vectorizes for the build machine's
+# widest ISA, so a package built on an AVX-512 CodeBuild host could stop with SIGILL on a serving host without
+# it, and its bytes would depend on the build host. x86-64-v3 (AVX2, FMA: every x86 SageMaker instance type
+# since the 4th generation) makes both fixed. oneDNN still picks its convolution kernels at run time.
+AOTI_MARCH = "x86-64-v3"
+AOTI_SIMD_BITS = 256
+AOTI_BUILD_DIR = "/tmp/model-artifacts-aoti"  # a fixed path: see _portable_compiler
 
 
 class ModelLoadError(ValueError):
@@ -125,9 +141,16 @@ def torch_version():
     return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
+def model_file(recipe):
+    return AOTI_MODEL_FILE if RECIPES.get(recipe) == "export" else EXPORTED_MODEL_FILE
+
+
 def convert(model, recipe, example):
+    """TorchScript for every recipe but aoti (see compile_aoti)."""
     if recipe not in RECIPES:
         raise ValueError("unknown recipe {!r}; accepted: {}".format(recipe, ", ".join(sorted(RECIPES))))
+    if RECIPES[recipe] == "export":
+        raise ValueError("recipe aoti writes a package, not a module: use compile_aoti")
     if RECIPES[recipe] == "trace":
         # torch 2.x stores the example input in the archive unless told not to; 1.x has no such option.
         options = {"_store_inputs": False} if "_store_inputs" in inspect.signature(torch.jit.trace).parameters else {}
@@ -146,6 +169,76 @@ def served_form(module, recipe):
     return module
 
 
+def compile_aoti(model, example, path):
+    """torch.export with a dynamic batch, then AOTInductor with freezing into the .pt2 package at `path`.
+
+    Freezing folds batch norms into the convolutions, fuses conv/bn/relu and the residual adds, and prepacks
+    the weights for oneDNN; Inductor applies it only with autograd off. The batch dimension stays dynamic
+    (an example of batch 2: export specializes a batch of 1), so the package serves every batch size."""
+    if torch_version() < AOTI_MIN_TORCH:
+        raise ModelLoadError("recipe aoti needs torch >= {}.{} (torch.export and AOTInductor packages); this runtime has torch {}: "
+                             "use recipe optimized".format(AOTI_MIN_TORCH[0], AOTI_MIN_TORCH[1], torch.__version__))
+    import torch._inductor
+
+    example = example.expand([2] + list(example.shape[1:])).contiguous()
+    compiled = os.path.join(os.path.dirname(path), "compiled.pt2")
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        with _portable_compiler() as compiler:
+            torch._inductor.aoti_compile_and_package(program, package_path=compiled, inductor_configs={
+                "freezing": True, "cpp.simdlen": AOTI_SIMD_BITS, "cpp.cxx": (None, compiler)})
+    _without_timestamps(compiled, path)
+    os.remove(compiled)
+
+
+def _without_timestamps(source, destination):
+    """The package rewritten with every entry dated 1980-01-01 (zipfile stamps them with the time of the
+    build), in the same order, with the same modes and the same (no) compression."""
+    with zipfile.ZipFile(source) as package, zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as target:
+        for entry in package.infolist():
+            info = zipfile.ZipInfo(entry.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr, info.create_system = entry.external_attr, 3  # 3: Unix, whatever built it
+            target.writestr(info, package.read(entry))
+
+
+@contextlib.contextmanager
+def _portable_compiler():
+    """A g++ that compiles for AOTI_MARCH instead of -march=native, in AOTI_BUILD_DIR, one build at a time.
+
+    Inductor writes the path of its cache directory into the generated C++ (#include lines, the compile
+    command) and names the files after hashes of it, so the directory is the same on every machine, and
+    emptied before and after: what is shipped never comes from another build's cache."""
+    with open(AOTI_BUILD_DIR + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel model builds (build --jobs) share the directory
+        shutil.rmtree(AOTI_BUILD_DIR, ignore_errors=True)
+        os.makedirs(AOTI_BUILD_DIR)
+        compiler = os.path.join(AOTI_BUILD_DIR, "g++")
+        with open(compiler, "w") as handle:
+            handle.write('#!/bin/sh\nfor a; do shift; [ "$a" = -march=native ] && a=-march={}; set -- "$@" "$a"; done\n'
+                         'exec g++ "$@"\n'.format(AOTI_MARCH))
+        os.chmod(compiler, 0o755)
+        previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(AOTI_BUILD_DIR, "cache")
+        try:
+            yield compiler
+        finally:
+            if previous is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+            shutil.rmtree(AOTI_BUILD_DIR, ignore_errors=True)
+
+
+def load_served(path, recipe):
+    """The saved model as the handler serves it: a module, or the AOTInductor package's runner."""
+    if RECIPES[recipe] == "export":
+        import torch._inductor
+
+        return torch._inductor.aoti_load_package(path)
+    return served_form(torch.jit.load(path, map_location="cpu"), recipe)
+
+
 def check_parity(model, module, input_shape, dtype=torch.float32, atol=1e-4, rtol=1e-4, batch_sizes=(1, 2)):
     """Compare the saved module (as served) with the eager model on seeded random inputs; the max abs error."""
     generator = torch.Generator().manual_seed(1234)
@@ -155,33 +248,36 @@ def check_parity(model, module, input_shape, dtype=torch.float32, atol=1e-4, rto
             example = torch.randn([batch] + list(input_shape[1:]), generator=generator).to(dtype)
             expected, actual = model(example), module(example)
             if expected.shape != actual.shape:
-                raise ParityError("parity check failed at batch {}: eager shape {} != TorchScript shape {}".format(
+                raise ParityError("parity check failed at batch {}: eager shape {} != saved model's shape {}".format(
                     batch, list(expected.shape), list(actual.shape)))
             error = (expected - actual).abs()
             worst = max(worst, float(error.max()))
             if not torch.allclose(expected, actual, atol=atol, rtol=rtol):
                 index = tuple(int(i) for i in (error == error.max()).nonzero()[0])
                 raise ParityError(
-                    "parity check failed at batch {}: output{} eager={:.6g} TorchScript={:.6g} (max abs error {:.3g}, "
-                    "atol={}, rtol={}); the model has data-dependent control flow that tracing froze, or is not "
-                    "deterministic: try recipe: script".format(
+                    "parity check failed at batch {}: output{} eager={:.6g} saved={:.6g} (max abs error {:.3g}, "
+                    "atol={}, rtol={}); the model has data-dependent control flow that tracing (trace, optimized, aoti) "
+                    "froze, or is not deterministic: try recipe: script".format(
                         batch, list(index), float(expected[index]), float(actual[index]), worst, atol, rtol)
                 )
     return worst
 
 
 def export(out_dir, recipe, input_shape, dtype="float32", example=None, factory=None, weights=None):
-    """Convert with this torch into out_dir/model.pt, check it (as served) against eager, record export.json."""
+    """Convert with this torch into out_dir/model.pt (aoti: model.pt2), check it (as served) against eager,
+    record export.json."""
     torch_dtype = getattr(torch, dtype)
     model = load_model(example, factory, weights)
-    module = convert(model, recipe, torch.zeros(input_shape, dtype=torch_dtype))
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
-    path = os.path.join(out_dir, EXPORTED_MODEL_FILE)
-    torch.jit.save(module, path)
+    path = os.path.join(out_dir, model_file(recipe))
+    example_input = torch.zeros(input_shape, dtype=torch_dtype)
+    if RECIPES.get(recipe) == "export":
+        compile_aoti(model, example_input, path)
+    else:
+        torch.jit.save(convert(model, recipe, example_input), path)
     atol, rtol = TOLERANCES.get(recipe, DEFAULT_TOLERANCE)
-    served = served_form(torch.jit.load(path, map_location="cpu"), recipe)
-    error = check_parity(model, served, input_shape, torch_dtype, atol, rtol)
+    error = check_parity(model, load_served(path, recipe), input_shape, torch_dtype, atol, rtol)
     info = {
         "model": factory or example,
         "recipe": recipe,

@@ -112,6 +112,8 @@ SERVING_CASES: Dict[str, tuple] = {
     "gpu": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="gpu")),
     "cpu": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="cpu")),
     "serverless": ("pytorch-2.6.0", lambda m: m["serving"].update(profile="serverless")),
+    # The torch.export + AOTInductor package (model.pt2) instead of TorchScript, on the cpu profile.
+    "cpu-aoti": ("pytorch-2.6.0", lambda m: (m["serving"].update(profile="cpu"), m.setdefault("build", {}).update(recipe="aoti"))),
 }
 
 

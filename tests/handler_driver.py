@@ -40,13 +40,33 @@ def npy_load(encoded):
 
 
 def direct_forward(model_dir, batches):
-    """model.pt loaded and called with no handler and no toolkit: the reference for the handler's logits."""
+    """model.pt (or recipe aoti's model.pt2) loaded and called with no handler and no toolkit: the reference for
+    the handler's logits."""
     import torch
 
-    module = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu")
-    module.eval()
+    if os.path.exists(os.path.join(model_dir, "model.pt2")):
+        import torch._inductor
+
+        module = torch._inductor.aoti_load_package(os.path.join(model_dir, "model.pt2"))
+    else:
+        module = torch.jit.load(os.path.join(model_dir, "model.pt"), map_location="cpu")
+        module.eval()
     with torch.no_grad():
         return {name: npy_b64(module(torch.from_numpy(npy_load(encoded))).numpy()) for name, encoded in batches.items()}
+
+
+def count_aoti_package_calls():
+    """The input shapes an AOTInductor package (recipe aoti) is called with, from now on."""
+    from torch._inductor.package.package import AOTICompiledModel
+
+    calls, call = [], AOTICompiledModel.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(tuple(args[0].shape))
+        return call(self, *args, **kwargs)
+
+    AOTICompiledModel.__call__ = counted
+    return calls
 
 
 def install_standins(folder):
@@ -146,9 +166,11 @@ def main():
     context.request_processor = [RequestProcessor({})]
     # The graph the JIT ran last, on this thread: none yet, so one after initialize is model_fn's warm-up.
     result["ran_a_graph_before_model_fn"] = torch._C._last_executed_optimized_graph() is not None
+    package_calls = count_aoti_package_calls() if os.path.exists(os.path.join(model_dir, "model.pt2")) else []
     service.initialize(context)
     graph = torch._C._last_executed_optimized_graph()
     result["graph_run_by_model_fn"] = str(graph) if graph is not None else None
+    result["package_calls_in_model_fn"] = [list(shape) for shape in package_calls]  # AOTInductor runs no JIT graph
     result["eia_after_model_fn"] = eia_record()
     result["model"] = model_facts(service)
 

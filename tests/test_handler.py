@@ -55,6 +55,7 @@ RUNS = {
     "gpu": Run("gpu"),
     "cpu": Run("cpu"),
     "serverless": Run("serverless"),
+    "cpu aoti": Run("cpu-aoti"),
 }
 MATRIX_RUNS = [name for name, run in RUNS.items() if run.matrix]
 ACCELERATED_RUNS = ["eia-1.5.1 accelerator", "eia-1.3.1 accelerator"]
@@ -431,9 +432,13 @@ def test_each_run_is_the_runtimes_own_python_torch_and_toolkit(driven, run_name)
 
 @pytest.mark.parametrize("run_name", list(RUNS))
 def test_model_fn_runs_one_warm_up_forward(driven, run_name):
-    """No graph had run in the driver before initialize; after it, the JIT's last graph is the model's."""
+    """No graph had run in the driver before initialize; after it, the JIT's last graph is the model's (an
+    AOTInductor package runs none: it was called once, at the recorded input shape)."""
     result = driven(run_name)
     assert result.document["ran_a_graph_before_model_fn"] is False
+    if RUNS[run_name].case == "cpu-aoti":
+        assert result.document["package_calls_in_model_fn"] == [list(INPUT_SHAPE)]
+        return
     graph = result.document["graph_run_by_model_fn"]
     assert graph is not None and "conv" in graph
 
@@ -487,6 +492,17 @@ def test_an_optimized_artifact_is_tuned_for_the_serving_cpu_when_loaded(driven):
     assert result.document["model"]["info"]["recipe"] == "optimized"
     assert "mkldnn" in result.document["model"]["graph"]
     np.testing.assert_allclose(result.answers["npy batch -> npy"].array(), result.reference("npy batch -> npy"), rtol=1e-5, atol=1e-5)
+
+
+def test_an_aoti_artifact_is_served_from_its_compiled_package(driven):
+    """Recipe aoti ships model.pt2 (torch.export + AOTInductor) and model_info.json instead of model.pt: model_fn
+    loads the package with the runtime's own torch 2.6, and its logits are the package's own, at every batch size
+    (the batch dimension was exported dynamic)."""
+    result = driven("cpu aoti")
+    assert result.document["model"]["module_type"] == "AOTICompiledModel"
+    assert result.document["model"]["info"]["recipe"] == "aoti" and result.document["model"]["info"]["input_shape"] == list(INPUT_SHAPE)
+    for name in ("npy batch -> npy", "npy chw -> npy"):
+        np.testing.assert_allclose(result.answers[name].array(), result.reference(name), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ the source itself

@@ -6,6 +6,7 @@ localhost by the runtime's own SageMaker PyTorch serving stack and called over H
 | eia-1.5.1  | eia-pytorch-1.5.1   | Python 3.6, torch 1.5.1, sagemaker-pytorch-inference 1.5.1.post1, MMS 1.1.2, Java 11 |
 | eia-1.3.1  | eia-pytorch-1.3.1   | Python 3.6, torch 1.3.1, the same toolkit and server                   |
 | cpu, gpu   | pytorch-2.6.0       | Python 3.12, torch 2.6.0, sagemaker-pytorch-inference 2.0.25, TorchServe 0.12.0, Java 17 |
+| cpu-aoti   | pytorch-2.6.0       | the same, serving recipe aoti's AOTInductor package (model.pt2)        |
 
 serverless serves the cpu case's artifact, byte for byte, with the same container environment (asserted here).
 Each server starts once per case; the last test of each case stops it and checks that nothing is left.
@@ -27,7 +28,7 @@ from tests.serving_processes import assert_gone, assert_stops_leaving_nothing, s
 
 pytestmark = pytest.mark.slow
 
-CASES = ["eia-1.5.1", "eia-1.3.1", "cpu", "gpu"]
+CASES = ["eia-1.5.1", "eia-1.3.1", "cpu", "gpu", "cpu-aoti"]
 BURST_ROUNDS = 2
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # the build's parity tolerance; the served form may fuse ops differently
 
@@ -35,8 +36,12 @@ FORWARD = """
 import sys
 import numpy as np
 import torch
-module = torch.jit.load(sys.argv[1], map_location="cpu")
-module.eval()
+if sys.argv[1].endswith(".pt2"):
+    import torch._inductor
+    module = torch._inductor.aoti_load_package(sys.argv[1])
+else:
+    module = torch.jit.load(sys.argv[1], map_location="cpu")
+    module.eval()
 inputs = np.load(sys.argv[2])
 with torch.no_grad():
     outputs = {name: module(torch.from_numpy(inputs[name])).numpy() for name in inputs.files}
@@ -45,11 +50,13 @@ np.savez(sys.argv[3], torch=np.array(torch.__version__), **outputs)
 
 
 def direct_forward(case, arrays, tmp_path):
-    """model.pt's plain forward on `arrays`, computed by the runtime's own Python and torch (not this venv's)."""
+    """model.pt's (or model.pt2's) plain forward on `arrays`, computed by the runtime's own Python and torch (not
+    this venv's)."""
     inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
     np.savez(inputs, **arrays)
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    subprocess.run([str(case.runtime.python), "-c", FORWARD, str(case.model_dir / "model.pt"), str(inputs), str(outputs)],
+    model_file = next(case.model_dir / name for name in ("model.pt2", "model.pt") if (case.model_dir / name).exists())
+    subprocess.run([str(case.runtime.python), "-c", FORWARD, str(model_file), str(inputs), str(outputs)],
                    check=True, env=env, capture_output=True)
     with np.load(outputs) as answers:
         assert str(answers["torch"]).split("+")[0] == case.runtime.framework_version
