@@ -141,11 +141,11 @@ def model_fn(model_dir, context=None):
 
 def _load_aoti_package(model_dir):
     """The compiled CPU model (AOTInductor extracts its shared library and loads it); GPUs and EI never get one."""
-    import torch._inductor  # torch >= 2.6; the build refuses recipe aoti for older runtimes
+    from torch._inductor import aoti_load_package  # torch >= 2.6; the build refuses recipe aoti for older runtimes
 
     with open(os.path.join(model_dir, MODEL_INFO_FILE)) as handle:
         info = json.load(handle)
-    return LoadedModel(torch._inductor.aoti_load_package(os.path.join(model_dir, AOTI_MODEL_FILE)), info, torch.device("cpu"))
+    return LoadedModel(aoti_load_package(os.path.join(model_dir, AOTI_MODEL_FILE)), info, torch.device("cpu"))
 
 
 def _warmed_up(model, model_file):

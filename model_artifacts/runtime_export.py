@@ -178,7 +178,7 @@ def compile_aoti(model, example, path):
     if torch_version() < AOTI_MIN_TORCH:
         raise ModelLoadError("recipe aoti needs torch >= {}.{} (torch.export and AOTInductor packages); this runtime has torch {}: "
                              "use recipe optimized".format(AOTI_MIN_TORCH[0], AOTI_MIN_TORCH[1], torch.__version__))
-    import torch._inductor
+    from torch._inductor import aoti_compile_and_package
 
     example = example.expand([2] + list(example.shape[1:])).contiguous()
     compiled = os.path.join(os.path.dirname(path), "compiled.pt2")
@@ -186,7 +186,7 @@ def compile_aoti(model, example, path):
     with torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         with _portable_compiler() as compiler:
-            torch._inductor.aoti_compile_and_package(program, package_path=compiled, inductor_configs={
+            aoti_compile_and_package(program, package_path=compiled, inductor_configs={
                 "freezing": True, "cpp.simdlen": AOTI_SIMD_BITS, "cpp.cxx": (None, compiler)})
     _without_timestamps(compiled, path)
     os.remove(compiled)
@@ -233,9 +233,9 @@ def _portable_compiler():
 def load_served(path, recipe):
     """The saved model as the handler serves it: a module, or the AOTInductor package's runner."""
     if RECIPES[recipe] == "export":
-        import torch._inductor
+        from torch._inductor import aoti_load_package  # not `import torch._inductor`: it would make torch local here
 
-        return torch._inductor.aoti_load_package(path)
+        return aoti_load_package(path)
     return served_form(torch.jit.load(path, map_location="cpu"), recipe)
 
 
