@@ -15,7 +15,7 @@ from config import ConfigError, load_config
 from model_artifacts import torchscript
 from model_artifacts.manifest import load_built_artifact
 from model_artifacts.runtime_export import ParityError, check_parity, convert
-from tests.conftest import REPO, make_config
+from tests.conftest import REPO, build_for, make_config
 
 
 def test_tarball_holds_exactly_the_sagemaker_layout_with_fixed_metadata(eia_artifacts):
@@ -168,3 +168,29 @@ def test_a_stale_runtime_export_is_refused_with_the_fix(tmp_path, eia_artifacts)
     (request,) = build_requests(load_config(make_config(tmp_path / "c2")), runtime_export_dir=tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="no runtime export .*model_artifacts.runtime_export"):
         build_artifact(request, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_path):
+    """Recipe aoti, built twice in different directories, writes the same model.tar.gz: the package's zip entries
+    are undated and Inductor's build directory is the same fixed path. Its shared library was compiled for
+    x86-64-v3 (AVX2), not for the build host: no AVX-512 register appears, whatever CPU built it."""
+    from model_artifacts.runtime_export import AOTI_BUILD_DIR
+
+    first = serving_case("cpu-aoti")
+    config = make_config(tmp_path / "elsewhere" / "config", lambda m: (m["serving"].update(profile="cpu"), m["build"].update(recipe="aoti")))
+    shutil.copytree(first.config_dir, config, dirs_exist_ok=True)  # the case's config, with its serving limits
+    built = build_for(config, tmp_path / "elsewhere" / "artifacts")["image-classifier"]
+    assert built["sha256"] == first.manifest["sha256"] and built["recipe"] == "aoti"
+    with tarfile.open(first.artifact_dir / "model.tar.gz") as tar:
+        assert [m.name for m in tar.getmembers()] == [
+            "code/inference.py", "code/request_handling.py", "code/requirements.txt", "model.pt2", "model_info.json"]
+        assert json.loads(tar.extractfile("model_info.json").read())["recipe"] == "aoti"
+    package = zipfile.ZipFile(first.model_dir / "model.pt2")
+    assert {entry.date_time for entry in package.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    sources = "".join(package.read(name).decode() for name in package.namelist() if name.endswith(".cpp"))
+    assert "/tmp/" not in sources.replace(AOTI_BUILD_DIR, "")  # no other build directory leaks in
+    library = tmp_path / "model.so"
+    library.write_bytes(next(package.read(name) for name in package.namelist() if name.endswith(".so")))
+    disassembly = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    assert "ymm" in disassembly and "zmm" not in disassembly  # AVX2 vectorized, no AVX-512

@@ -38,6 +38,38 @@ def test_gpu_profile_is_one_line(tmp_path):
     assert target.image_uri == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
 
 
+def _recipe(recipe, profile, **settings):
+    def change(model):
+        model["serving"]["profile"] = profile
+        model["serving"].setdefault("profiles", {}).setdefault(profile, {}).update(settings)
+        model.setdefault("build", {})["recipe"] = recipe
+    return change
+
+
+@pytest.mark.parametrize("recipe, profile, settings, message", [
+    ("aoti", "eia", {}, r"build.recipe = 'aoti' compiles the model for x86-64 CPUs, but serving.profile is 'eia' \(the accelerator "
+                        r"runs TorchScript only\); use build.recipe: auto .*or serve on serving.profile: cpu or serverless"),
+    ("aoti", "gpu", {}, r"serving.profile is 'gpu' \(the package would not use the GPU\)"),
+    ("aoti", "cpu", {"instance_type": "ml.c7g.xlarge"}, r"'ml.c7g.xlarge' is an Arm \(Graviton\) instance; .*ml.c5.xlarge"),
+    ("aoti", "cpu", {"framework_version": "2.5.1"}, r"needs torch >= 2.6 .*framework_version is '2.5.1'.*set framework_version: 2.6.0"),
+    ("optimized", "gpu", {}, r"build.recipe = 'optimized' freezes weights as CPU constants"),
+    ("optimized", "eia", {}, r"needs torch.jit.freeze and optimize_for_inference, which the EIA torch 1.5.1 runtime lacks"),
+    ("eia-1.3", "cpu", {}, r"'eia-1.3' is for the Elastic Inference torch 1.3 runtime, but this model serves on cpu 2.6.0"),
+])
+def test_a_recipe_the_runtime_cannot_run_is_refused_with_the_reason(tmp_path, recipe, profile, settings, message):
+    assert re.search(message, _error(tmp_path, _recipe(recipe, profile, **settings))), _error(tmp_path, _recipe(recipe, profile, **settings))
+
+
+@pytest.mark.parametrize("recipe, profile, expected", [
+    ("auto", "cpu", "optimized"), ("auto", "serverless", "optimized"), ("auto", "gpu", "trace"), ("auto", "eia", "eia-1.5"),
+    ("aoti", "cpu", "aoti"), ("aoti", "serverless", "aoti"), ("optimized", "serverless", "optimized"), ("script", "gpu", "script"),
+])
+def test_the_recipe_each_profile_builds(tmp_path, recipe, profile, expected):
+    """auto on the CPU profiles is what the latency benchmark measured (config/serving_targets.MEASURED_CPU_RECIPES)."""
+    target = load_config(make_config(tmp_path / "c", _recipe(recipe, profile))).environment("dev").models[0].target
+    assert target.recipe == expected
+
+
 def _error(tmp_path, model_change=lambda m: None, env_changes=None) -> str:
     directory = make_config(tmp_path / "c", model_change, env_changes)
     with pytest.raises(ConfigError) as raised:
