@@ -190,6 +190,10 @@ def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_pa
     assert {entry.date_time for entry in package.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     sources = "".join(package.read(name).decode() for name in package.namelist() if name.endswith(".cpp"))
     assert "/tmp/" not in sources.replace(AOTI_BUILD_DIR, "")  # no other build directory leaks in
+    # Frozen (Inductor freezes only with autograd off): every convolution became a oneDNN call with its batch norm
+    # folded in and its ReLU (or residual add + ReLU) fused, none is left as a plain aten convolution.
+    assert "aoti_torch_cpu_mkldnn__convolution_pointwise_binary_" in sources
+    assert "aoti_torch_cpu_mkldnn__convolution_pointwise(" in sources and "aoti_torch_cpu_convolution(" not in sources
     library = tmp_path / "model.so"
     library.write_bytes(next(package.read(name) for name in package.namelist() if name.endswith(".so")))
     disassembly = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True, check=True).stdout
