@@ -75,10 +75,11 @@ lint:  ## cfn-lint every synthesized template
 rehearse: synth  ## deploy rehearsal of cdk.out against a local AWS emulation (moto); nothing reaches AWS
 	$(PY) -m deploy_rehearsal cdk.out $(REHEARSE_ARGS)
 
-# Builds and synthesizes BASE (in a temporary git worktree) and the working tree into temp dirs, then
-# `cdk diff --template` per stack: no AWS call, build/ and cdk.out/ untouched. infra_diff exits 0 (no differences),
+# Builds and synthesizes BASE (in a temporary git worktree) and the working tree, then `cdk diff --template` per
+# stack: no AWS call, build/ and cdk.out/ untouched. Assemblies are cached in .git/infra-diff-cache (README, "Reviewing
+# infrastructure changes"; DIFF_ARGS=--no-cache bypasses it). infra_diff exits 0 (no differences),
 # 1 (differences) or 2 (error); make shows that as "Error 1"/"Error 2" and itself exits 2 for both.
-# DIFF_ARGS=--markdown: collapsible blocks for a PR comment (.github/workflows/cdk-diff.yml).
+# DIFF_ARGS=--markdown: a summary table and collapsible blocks for a PR comment (.github/workflows/cdk-diff.yml).
 BASE ?= $(shell git rev-parse -q --verify 'origin/main^{commit}' >/dev/null && echo origin/main || echo HEAD)
 diff: setup  ## offline cdk diff of every stack against BASE (default origin/main): make diff BASE=HEAD~1
 	@$(PY) -m infra_diff --base '$(BASE)' $(DIFF_ARGS)
@@ -109,10 +110,12 @@ test-fast: setup runtimes  ## the suite without the slow end-to-end tests
 
 # Benchmarks, each a ratio measured within one run (benchmarks/README.md): rewrites benchmarks/results.json, the
 # table in benchmarks/README.md and benchmarks/results.png. ONNX Runtime (the latency peer) comes from
-# requirements-bench.txt, which the dev venv installs (the tests run its branch), never requirements.txt (the app).
+# requirements-bench.txt, which the dev venv installs (the tests run its branch), never requirements.txt (the app);
+# the latency benchmark measures in the pytorch-2.6.0 runtime and installs the same pins for that runtime's Python
+# under build/bench/ (on PYTHONPATH for the benchmark only: the runtime's venv stays the image's).
 # BENCH_ARGS="latency serving" runs a subset.
 # The serving benchmark measures both runtimes endpoints run: the successors' (pytorch-2.6.0) and the EIA image's.
-bench: setup  ## latency, serving overhead, cdk synth, build, workers x threads benchmarks (~12 minutes on 2 cores when idle)
+bench: setup  ## latency, serving overhead, cdk synth, build, workers x threads, scale, make diff benchmarks (see benchmarks/README.md)
 	@$(PY) -m runtimes setup pytorch-2.6.0 eia-pytorch-1.5.1
 	$(PY) -m benchmarks $(BENCH_ARGS)
 

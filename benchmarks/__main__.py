@@ -1,16 +1,17 @@
-"""python -m benchmarks [latency serving synth build concurrency scale] [--quick] [--out DIR]: see benchmarks/README.md."""
+"""python -m benchmarks [latency serving synth build concurrency scale diff] [--quick] [--out DIR]: see benchmarks/README.md."""
 import argparse
 import sys
 import time
 from pathlib import Path
 from typing import List
 
-from benchmarks import build, concurrency, latency, report, scale, serving, synth
+from benchmarks import build, concurrency, diff, latency, report, scale, serving, synth
 from benchmarks.common import DEFAULT_WORK_DIR, REPO, CpuMonitor, Options, Progress, environment, wait_until_quiet
 
 # Run order: build first (it builds the model that serving then finds up to date).
-MODULES = {"build": build, "latency": latency, "serving": serving, "concurrency": concurrency, "synth": synth, "scale": scale}
-REPORT_ORDER = ["latency", "serving", "synth", "build", "concurrency", "scale"]  # the numbering of benchmarks/README.md
+MODULES = {"build": build, "latency": latency, "serving": serving, "concurrency": concurrency, "synth": synth, "scale": scale,
+           "diff": diff}
+REPORT_ORDER = ["latency", "serving", "synth", "build", "concurrency", "scale", "diff"]  # the numbering of benchmarks/README.md
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 

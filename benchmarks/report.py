@@ -66,7 +66,8 @@ def format_target(entry: dict) -> str:
 def environment_line(section: dict) -> str:
     env = section["environment"]
     # A benchmark measured in a serving runtime's own Python names that runtime's torch, not this venv's.
-    interpreter = ([f"Python {section['python']}", f"torch {section['torch']} ({section['runtime']} runtime)"] if section.get("runtime")
+    measured_in_runtime = all(key in section for key in ("runtime", "python", "torch"))
+    interpreter = ([f"Python {section['python']}", f"torch {section['torch']} ({section['runtime']} runtime)"] if measured_in_runtime
                    else [f"Python {env['python']}", f"torch {env['torch']}"])
     parts = [env["date_utc"], f"{env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB", env["os"], *interpreter, f"onnxruntime {env['onnxruntime'] or 'not installed'}",
              f"aws-cdk-lib {env['aws_cdk_lib']}", f"CDK CLI {env['cdk_cli']}", f"took {section['duration_s']:.0f} s"]

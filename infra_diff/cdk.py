@@ -68,21 +68,30 @@ class Toolchain:
 
         With `only_models` (a diff scoped to changed model files): build `build_models` only (the ones this side
         has; none, no build) and synthesize the app with just those models (`-c only_models=a,b`)."""
+        self.build(checkout, config, artifacts, label, only_models, build_models)
+        self.synth(checkout, config, artifacts, outdir, label, only_models)
+
+    def build(self, checkout: Path, config: str, artifacts: Path, label: str,
+              only_models: Optional[Sequence[str]] = None, build_models: Optional[Sequence[str]] = None) -> None:
+        """`python -m model_artifacts build` into `artifacts`: a no-op for each model already built there from the same inputs."""
         scoped = only_models is not None
         build = [str(self.python), "-m", "model_artifacts", "build", "--config", config, "--out", str(artifacts)]
         for name in build_models or ():
             build += ["--model", name]
         if scoped and not build_models:
             artifacts.mkdir(parents=True, exist_ok=True)  # this side has none of the models: nothing to build
-        else:
-            _run(f"building artifacts for {label}" + (f" ({', '.join(build_models)})" if scoped else ""), checkout, build,
-                 # The worktree has no venvs of its own: this checkout's MXNet build venv and serving runtimes.
-                 extra_env={"MXNET_PYTHON": str(self.mxnet_python), "SERVING_RUNTIMES_DIR": str(self.runtimes_dir)})
+            return
+        _run(f"building artifacts for {label}" + (f" ({', '.join(build_models)})" if scoped else ""), checkout, build,
+             # The worktree has no venvs of its own: this checkout's MXNet build venv and serving runtimes.
+             extra_env={"MXNET_PYTHON": str(self.mxnet_python), "SERVING_RUNTIMES_DIR": str(self.runtimes_dir)})
+
+    def synth(self, checkout: Path, config: str, artifacts: Path, outdir: Path, label: str,
+              only_models: Optional[Sequence[str]] = None) -> None:
         synth = [str(self.cdk), "synth", "**", "--quiet", "--no-notices", "-o", str(outdir), "-c", f"config_dir={config}",
                  "-c", f"artifacts_dir={artifacts}", "--app", f"{shlex.quote(str(self.python))} app.py"]
-        if scoped:
+        if only_models is not None:
             synth += ["-c", f"only_models={','.join(only_models)}"]
-        _run(f"synthesizing {label}" + (" (only the changed models)" if scoped else ""), checkout, synth)
+        _run(f"synthesizing {label}" + (" (only the changed models)" if only_models is not None else ""), checkout, synth)
 
     def diff(self, assembly: Path, base_template: Path, stack: str) -> str:
         """`cdk diff` of one stack of a synthesized assembly against a template file: no synthesis, no AWS."""

@@ -100,7 +100,7 @@ def replacement_hazards(comparison: StackComparison) -> List[str]:
                 hazards.append(f"WARNING {what}: changing {', '.join(changed)} replaces it: a new, empty one is created and "
                                f"this one deleted{_loss(old)}")
             continue
-        successor = _successor(logical_id, old, key, base, head)
+        successor = successor_of(logical_id, old, key, base, head)
         if successor and key and _property(head[successor], key) == _property(old, key):
             hazards.append(f"WARNING {what}: its logical ID changes to {successor}, a delete and a create; CloudFormation "
                            f"creates {successor} first, the name is still taken, and the deploy fails and rolls back. "
@@ -122,7 +122,7 @@ def _describe(logical_id: str, resource: dict, key: Optional[str]) -> str:
     return f"{logical_id} ({', '.join(details)})"
 
 
-def _successor(logical_id: str, old: dict, key: Optional[str], base: dict, head: dict) -> Optional[str]:
+def successor_of(logical_id: str, old: dict, key: Optional[str], base: dict, head: dict) -> Optional[str]:
     """A new logical id of the same type in the head where the resource went: for a named resource, one with the same
     name (another name is another resource, e.g. one model's endpoint removed and another's added)."""
     candidates = [i for i, r in head.items() if i not in base and r.get("Type") == old.get("Type")]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 from infra_diff.assembly import ADDED, CHANGED, REMOVED, UNCHANGED, StackComparison
+from infra_diff.changes import StackChanges, all_changes
 from infra_diff.hazards import cross_stack_move_hazards, endpoint_update_hazards, replacement_hazards
 from infra_diff.scope import NAMES_SHOWN, names
 
@@ -107,18 +108,77 @@ def overview(comparisons: List[StackComparison]) -> str:
     return "\n".join(rows)
 
 
+CALLOUTS_SHOWN = 5  # per stack and kind
+CALLOUT_LINES = 20  # in all: with the rows, the block stays one screen
+
+
+def change_summary(comparisons: List[StackComparison], markdown: bool = False) -> str:
+    """The block on top: per differing stack (the first NAMES_SHOWN; the rest totalled) the resources added, changed
+    in place, replaced and removed, then the replacements and IAM changes by name; '' when nothing differs."""
+    changes = list(all_changes(comparisons).values())
+    if not changes:
+        return ""
+    shown, rest = changes[:NAMES_SHOWN], changes[NAMES_SHOWN:]
+    callouts, left_out = _callouts_within(shown, CALLOUT_LINES)
+    if markdown:
+        rows = ["| stack | added | changed | replaced | removed | replacements and IAM changes |", "|---|---:|---:|---:|---:|---|"]
+        rows += [f"| `{c.stack}` | {c.added} | {c.changed} | {len(c.replaced)} | {c.removed} | "
+                 f"{'<br>'.join(_md(line) for line in callouts[c.stack])} |" for c in shown]
+        if rest:
+            rows.append(f"| {len(rest)} more stacks | {_totals(rest)} | |")
+        return "\n".join(rows + ([f"\n{left_out}"] if left_out else []))
+    width = max(len("stack"), *(len(c.stack) for c in shown))
+    lines = ["Changes per stack (resources; replaced: deleted and created again):",
+             f"  {'stack':<{width}}  added  changed  replaced  removed"]
+    for c in shown:
+        lines.append(f"  {c.stack:<{width}}  {c.added:>5}  {c.changed:>7}  {len(c.replaced):>8}  {c.removed:>7}")
+        lines += [f"  {'':<{width}}  {line}" for line in callouts[c.stack]]
+    if rest:
+        lines.append(f"  and {len(rest)} more stacks: {_totals(rest).replace(' | ', ' ')} (added changed replaced removed)")
+    return "\n".join(lines + ([f"  {left_out}"] if left_out else []))
+
+
+def _callouts(changes: StackChanges) -> List[str]:
+    def capped(label, items):
+        more = [f"{label} ... and {len(items) - CALLOUTS_SHOWN} more"] if len(items) > CALLOUTS_SHOWN else []
+        return [f"{label} {item}" for item in items[:CALLOUTS_SHOWN]] + more
+
+    return capped("replaced:", changes.replaced) + capped("IAM:", changes.iam)
+
+
+def _callouts_within(shown: List[StackChanges], budget: int):
+    """Each stack's callout lines while `budget` lasts, and a line saying how many were left out ('' when none)."""
+    kept, left_out = {}, 0
+    for c in shown:
+        lines = _callouts(c)
+        kept[c.stack] = lines[:budget]
+        left_out += len(lines) - len(kept[c.stack])
+        budget -= len(kept[c.stack])
+    return kept, (f"{left_out} more replacement and IAM lines: see the sections below" if left_out else "")
+
+
+def _totals(changes: List[StackChanges]) -> str:
+    return " | ".join(str(sum(n)) for n in zip(*((c.added, c.changed, len(c.replaced), c.removed) for c in changes)))
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def _count(n: int) -> str:
     return f"{n} stack" if n == 1 else f"{n} stacks"
 
 
-def render(header: str, sections: List[Section], summary_line: str, markdown: bool, scope: str = "", table: str = "") -> str:
-    """`scope`: a line under the header saying what was synthesized; `table`: `overview()`, Markdown only."""
+def render(header: str, sections: List[Section], summary_line: str, markdown: bool, scope: str = "", table: str = "",
+           changes: str = "") -> str:
+    """`scope`: a line under the header saying what was synthesized; `table`: `overview()`, Markdown only;
+    `changes`: `change_summary()`, on top of the sections."""
     if not markdown:
-        parts = [header, *([scope] if scope else []), ""]
+        parts = [header, *([scope] if scope else []), "", *([changes, ""] if changes else [])]
         for s in sections:
             parts += [f"=== {s.title} ===", s.body, ""]
         return "\n".join(parts + [summary_line]) + "\n"
-    parts = [f"#### {header}", "", *([scope, ""] if scope else []), *([table, ""] if table else [])]
+    parts = [f"#### {header}", "", *([scope, ""] if scope else []), *([changes, ""] if changes else []), *([table, ""] if table else [])]
     for s in sections:
         parts += [f"<details><summary><b>{s.title}</b></summary>", "", "```diff", _diff_fenced(s.body), "```", "", "</details>", ""]
     return "\n".join(parts + [f"**{summary_line}**"]) + "\n"
