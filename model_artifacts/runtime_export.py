@@ -178,6 +178,9 @@ def compile_aoti(model, example, path):
     if torch_version() < AOTI_MIN_TORCH:
         raise ModelLoadError("recipe aoti needs torch >= {}.{} (torch.export and AOTInductor packages); this runtime has torch {}: "
                              "use recipe optimized".format(AOTI_MIN_TORCH[0], AOTI_MIN_TORCH[1], torch.__version__))
+    if not shutil.which("g++"):
+        raise ModelLoadError("recipe aoti compiles the model to C++ with g++, which is not on PATH: install a C++ compiler "
+                             "(build-essential; the pytorch-inference images have it), or use recipe optimized")
     from torch._inductor import aoti_compile_and_package
 
     example = example.expand([2] + list(example.shape[1:])).contiguous()

@@ -198,3 +198,16 @@ def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_pa
     library.write_bytes(next(package.read(name) for name in package.namelist() if name.endswith(".so")))
     disassembly = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True, check=True).stdout
     assert "ymm" in disassembly and "zmm" not in disassembly  # AVX2 vectorized, no AVX-512
+
+
+def test_recipe_aoti_without_a_cpp_compiler_says_what_to_install(tmp_path):
+    """AOTInductor compiles C++: without g++ the export stops before compiling, naming the fix, not with a traceback."""
+    from runtimes import RUNTIMES
+
+    python = RUNTIMES["pytorch-2.6.0"].require()
+    env = {"PATH": str(python.parent), "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", "HOME": str(tmp_path)}
+    done = subprocess.run([str(python), "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "aoti",
+                           "--input-shape", "1", "3", "64", "64", "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "recipe aoti compiles the model to C++ with g++, which is not on PATH: install a C++ compiler" in done.stderr
+    assert not (tmp_path / "out" / "model.pt2").exists()
