@@ -187,7 +187,12 @@ def compile_aoti(model, example, path):
     compiled = os.path.join(os.path.dirname(path), "compiled.pt2")
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        try:
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        except Exception as error:  # torch.export raises many kinds (UserError, Unsupported, GuardOnDataDependentSymNode...)
+            raise ModelLoadError("recipe aoti: torch.export could not capture the model as one graph with a dynamic batch ({}); "
+                                 "use recipe optimized (TorchScript), or script for data-dependent control flow".format(
+                                     str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__))
         with _portable_compiler() as compiler:
             aoti_compile_and_package(program, package_path=compiled, inductor_configs={
                 "freezing": True, "cpp.simdlen": AOTI_SIMD_BITS, "cpp.cxx": (None, compiler)})

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,14 +201,53 @@ def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_pa
     assert "ymm" in disassembly and "zmm" not in disassembly  # AVX2 vectorized, no AVX-512
 
 
+def _aoti_export(tmp_path, source_args, path=None):
+    """runtime_export --recipe aoti in the pytorch-2.6.0 runtime's own Python; the models of tmp_path importable."""
+    from runtimes import RUNTIMES
+
+    python = RUNTIMES["pytorch-2.6.0"].require()
+    env = {"PATH": path or os.environ["PATH"], "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)]), "PYTHONHASHSEED": "0",
+           "HOME": str(tmp_path)}
+    return subprocess.run([str(python), "-m", "model_artifacts.runtime_export", *source_args, "--recipe", "aoti",
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+
+
 def test_recipe_aoti_without_a_cpp_compiler_says_what_to_install(tmp_path):
     """AOTInductor compiles C++: without g++ the export stops before compiling, naming the fix, not with a traceback."""
     from runtimes import RUNTIMES
 
-    python = RUNTIMES["pytorch-2.6.0"].require()
-    env = {"PATH": str(python.parent), "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", "HOME": str(tmp_path)}
-    done = subprocess.run([str(python), "-m", "model_artifacts.runtime_export", "--model", "example-resnet-tiny", "--recipe", "aoti",
-                           "--input-shape", "1", "3", "64", "64", "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    done = _aoti_export(tmp_path, ["--model", "example-resnet-tiny", "--input-shape", "1", "3", "64", "64"],
+                        path=str(RUNTIMES["pytorch-2.6.0"].python.parent))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "recipe aoti compiles the model to C++ with g++, which is not on PATH: install a C++ compiler" in done.stderr
     assert not (tmp_path / "out" / "model.pt2").exists()
+
+
+BRANCHY_MODEL = """
+import torch
+
+
+class Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.sum() > 0:  # a branch on the data: one traced graph cannot hold both sides
+            return y.relu()
+        return -y
+
+
+def build():
+    return Branchy()
+"""
+
+
+def test_recipe_aoti_on_a_model_torch_export_cannot_capture_points_to_torchscript(tmp_path):
+    (tmp_path / "branchy.py").write_text(BRANCHY_MODEL)
+    done = _aoti_export(tmp_path, ["--factory", "branchy:build", "--input-shape", "1", "3", "16", "16"])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.search(r"recipe aoti: torch.export could not capture the model as one graph with a dynamic batch \(Dynamic control "
+                     r"flow is not supported.*\); use recipe optimized \(TorchScript\), or script for data-dependent control flow",
+                     done.stderr), done.stderr
