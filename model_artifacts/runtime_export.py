@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
 import sys
 import types
 import zipfile
@@ -52,7 +53,8 @@ DEFAULT_TOLERANCE = (1e-4, 1e-4)
 # since the 4th generation) makes both fixed. oneDNN still picks its convolution kernels at run time.
 AOTI_MARCH = "x86-64-v3"
 AOTI_SIMD_BITS = 256
-AOTI_BUILD_DIR = "/tmp/model-artifacts-aoti"  # a fixed path: see _portable_compiler
+AOTI_BUILD_DIR = "/tmp/model-artifacts-aoti"  # fixed paths: see _fixed_paths
+AOTI_SITE_PACKAGES = "/tmp/model-artifacts-aoti-site-packages"
 
 
 class ModelLoadError(ValueError):
@@ -174,17 +176,15 @@ def compile_aoti(model, example, path):
 
     Freezing folds batch norms into the convolutions, fuses conv/bn/relu and the residual adds, and prepacks
     the weights for oneDNN; Inductor applies it only with autograd off. The batch dimension stays dynamic
-    (an example of batch 2: export specializes a batch of 1), so the package serves every batch size."""
+    (an example of batch 2: export specializes a batch of 1), so the package serves every batch size.
+    The compile runs in a child process (_compile_exported) for reproducibility: see _fixed_paths."""
     if torch_version() < AOTI_MIN_TORCH:
         raise ModelLoadError("recipe aoti needs torch >= {}.{} (torch.export and AOTInductor packages); this runtime has torch {}: "
                              "use recipe optimized".format(AOTI_MIN_TORCH[0], AOTI_MIN_TORCH[1], torch.__version__))
     if not shutil.which("g++"):
         raise ModelLoadError("recipe aoti compiles the model to C++ with g++, which is not on PATH: install a C++ compiler "
                              "(build-essential; the pytorch-inference images have it), or use recipe optimized")
-    from torch._inductor import aoti_compile_and_package
-
     example = example.expand([2] + list(example.shape[1:])).contiguous()
-    compiled = os.path.join(os.path.dirname(path), "compiled.pt2")
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         try:
@@ -193,11 +193,30 @@ def compile_aoti(model, example, path):
             raise ModelLoadError("recipe aoti: torch.export could not capture the model as one graph with a dynamic batch ({}); "
                                  "use recipe optimized (TorchScript), or script for data-dependent control flow".format(
                                      str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__))
-        with _portable_compiler() as compiler:
-            aoti_compile_and_package(program, package_path=compiled, inductor_configs={
-                "freezing": True, "cpp.simdlen": AOTI_SIMD_BITS, "cpp.cxx": (None, compiler)})
-    _without_timestamps(compiled, path)
-    os.remove(compiled)
+    exported, compiled = path + ".exported.pt2", os.path.join(os.path.dirname(path), "compiled.pt2")
+    torch.export.save(program, exported)
+    try:
+        with _fixed_paths() as env:
+            subprocess.check_call([sys.executable, "-m", "model_artifacts.runtime_export", COMPILE_COMMAND, exported, compiled], env=env)
+        _without_timestamps(compiled, path)
+    finally:
+        for scratch in (exported, compiled):
+            if os.path.exists(scratch):
+                os.remove(scratch)
+
+
+COMPILE_COMMAND = "compile-exported-program"  # main()'s internal command: compile_aoti's child
+
+
+def _compile_exported(exported, package_path):
+    """The child: AOTInductor on the saved program, with torch imported through AOTI_SITE_PACKAGES."""
+    from torch._inductor import aoti_compile_and_package
+
+    assert torch.__file__.startswith(AOTI_SITE_PACKAGES), torch.__file__
+    program = torch.export.load(exported)
+    with torch.no_grad():
+        aoti_compile_and_package(program, package_path=package_path, inductor_configs={
+            "freezing": True, "cpp.simdlen": AOTI_SIMD_BITS, "cpp.cxx": (None, os.path.join(AOTI_BUILD_DIR, "g++"))})
 
 
 def _without_timestamps(source, destination):
@@ -211,31 +230,33 @@ def _without_timestamps(source, destination):
 
 
 @contextlib.contextmanager
-def _portable_compiler():
-    """A g++ that compiles for AOTI_MARCH instead of -march=native, in AOTI_BUILD_DIR, one build at a time.
+def _fixed_paths():
+    """The child's environment, with the same paths in every checkout, one build at a time.
 
-    Inductor writes the path of its cache directory into the generated C++ (#include lines, the compile
-    command) and names the files after hashes of it, so the directory is the same on every machine, and
-    emptied before and after: what is shipped never comes from another build's cache."""
+    Inductor writes its cache directory and the compile command (torch's include and library directories) into the
+    generated C++ and names the files after hashes of both, so a package would differ with the directory of the venv.
+    The child imports torch through AOTI_SITE_PACKAGES, a link to this torch's site-packages, and builds in
+    AOTI_BUILD_DIR, emptied before and after (nothing shipped comes from another build's cache), with a g++ that
+    compiles for AOTI_MARCH instead of -march=native."""
     with open(AOTI_BUILD_DIR + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel model builds (build --jobs) share the directory
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel model builds (build --jobs), other checkouts: one at a time
         shutil.rmtree(AOTI_BUILD_DIR, ignore_errors=True)
         os.makedirs(AOTI_BUILD_DIR)
+        if os.path.lexists(AOTI_SITE_PACKAGES):
+            os.remove(AOTI_SITE_PACKAGES)
+        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__))), AOTI_SITE_PACKAGES)
         compiler = os.path.join(AOTI_BUILD_DIR, "g++")
         with open(compiler, "w") as handle:
             handle.write('#!/bin/sh\nfor a; do shift; [ "$a" = -march=native ] && a=-march={}; set -- "$@" "$a"; done\n'
                          'exec g++ "$@"\n'.format(AOTI_MARCH))
         os.chmod(compiler, 0o755)
-        previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(AOTI_BUILD_DIR, "cache")
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(AOTI_BUILD_DIR, "cache"),
+                   PYTHONPATH=os.pathsep.join([AOTI_SITE_PACKAGES] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         try:
-            yield compiler
+            yield env
         finally:
-            if previous is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
             shutil.rmtree(AOTI_BUILD_DIR, ignore_errors=True)
+            os.remove(AOTI_SITE_PACKAGES)
 
 
 def load_served(path, recipe):
@@ -300,6 +321,9 @@ def export(out_dir, recipe, input_shape, dtype="float32", example=None, factory=
 
 
 def main(argv):
+    if argv[:1] == [COMPILE_COMMAND]:
+        _compile_exported(*argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="python -m model_artifacts.runtime_export", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="an example model (example-resnet, example-resnet-tiny, example-resnet-50)")

@@ -174,8 +174,9 @@ def test_a_stale_runtime_export_is_refused_with_the_fix(tmp_path, eia_artifacts)
 @pytest.mark.slow
 def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_path):
     """Recipe aoti, built twice in different directories, writes the same model.tar.gz: the package's zip entries
-    are undated and Inductor's build directory is the same fixed path. Its shared library was compiled for
-    x86-64-v3 (AVX2), not for the build host: no AVX-512 register appears, whatever CPU built it."""
+    are undated, and Inductor's build directory and torch's directory are fixed paths, so neither the checkout nor
+    its venvs appear in the package. Its shared library was compiled for x86-64-v3 (AVX2), not for the build host:
+    no AVX-512 register appears, whatever CPU built it."""
     from model_artifacts.runtime_export import AOTI_BUILD_DIR
 
     first = serving_case("cpu-aoti")
@@ -190,7 +191,8 @@ def test_an_aoti_artifact_is_byte_reproducible_and_portable(serving_case, tmp_pa
     package = zipfile.ZipFile(first.model_dir / "model.pt2")
     assert {entry.date_time for entry in package.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     sources = "".join(package.read(name).decode() for name in package.namelist() if name.endswith(".cpp"))
-    assert "/tmp/" not in sources.replace(AOTI_BUILD_DIR, "")  # no other build directory leaks in
+    assert str(REPO) not in sources and str(first.runtime.venv) not in sources
+    assert "/tmp/" not in sources.replace(AOTI_BUILD_DIR, "")  # AOTI_SITE_PACKAGES starts with it; no other directory leaks in
     # Frozen (Inductor freezes only with autograd off): every convolution became a oneDNN call with its batch norm
     # folded in and its ReLU (or residual add + ReLU) fused, none is left as a plain aten convolution.
     assert "aoti_torch_cpu_mkldnn__convolution_pointwise_binary_" in sources
