@@ -226,7 +226,7 @@ def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dic
         if request.target_framework == "mxnet":
             model_files, build_version, details = _export_mxnet(request, Path(scratch), progress)
         else:
-            model_files, build_version, details = _export_torchscript(request, Path(scratch), archive, progress)
+            model_files, build_version, details = _export_pytorch(request, Path(scratch), archive, progress)
         files = {**model_files, **handler_code(request.target_framework)}
         artifact = out_dir / ARTIFACT_FILE
         with progress.step("package model.tar.gz", total_bytes=sum(p.stat().st_size for p in files.values())) as advance:
@@ -256,7 +256,7 @@ def _build(request: BuildRequest, out_dir: Path, archive: Path, progress) -> dic
             }
 
 
-def _export_torchscript(request: BuildRequest, scratch: Path, archive: Path, progress):
+def _export_pytorch(request: BuildRequest, scratch: Path, archive: Path, progress):
     """model.pt converted by this torch (or the runtime's, from --runtime-export), normalized, checked loadable.
     Recipe aoti: model.pt2 (already reproducible: runtime_export fixes its paths and dates) and model_info.json."""
     if request.runtime_export:
