@@ -17,6 +17,7 @@ It must stay valid Python 3.6 and import nothing but the standard library and th
 import importlib.util
 import os
 import sys
+import types
 
 MMS_CONFIG = "sagemaker-mms.properties"
 TS_CONFIG = "sagemaker-ts.properties"
@@ -42,6 +43,28 @@ def model_server(name):
     if name == PYTORCH_TOOLKIT and importlib.util.find_spec(PYTORCH_TOOLKIT + ".torchserve") is not None:
         return "torchserve"
     return "mms"
+
+
+def _skip_zombies_in_the_server_scan(mms):
+    """The toolkit finds the server it started by scanning every process's command line, retried for 10 s. The
+    `--start` launcher it spawned exits once Java runs and stays a zombie (its Popen is never waited for), and psutil
+    raises ZombieProcess for a zombie's command line: when the scan reaches it first, every retry fails and the server
+    is reported as not started (seen once in CI, under load). Later sagemaker-inference releases skip zombies in
+    that scan themselves (the 1.10.1 of pytorch-2.6.0 does); this gives the older toolkits of the EIA images the same."""
+    import psutil
+
+    def live_processes(*args, **kwargs):
+        for process in psutil.process_iter(*args, **kwargs):
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    yield process
+            except psutil.Error:
+                continue
+
+    scan = types.ModuleType("psutil")
+    scan.__dict__.update(psutil.__dict__)
+    scan.process_iter = live_processes
+    mms.psutil = scan
 
 
 def main(work_dir):
@@ -72,6 +95,7 @@ def main(work_dir):
 
         if os.environ.get(MMS_MANAGEMENT_ENV) and not hasattr(environment.Environment(), "management_http_port"):
             os.environ["MMS_MANAGEMENT_ADDRESS"] = os.environ[MMS_MANAGEMENT_ENV]
+        _skip_zombies_in_the_server_scan(mms)
     if name == MXNET_TOOLKIT:
         from sagemaker_mxnet_serving_container import serving
     else:
