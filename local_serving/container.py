@@ -17,7 +17,6 @@ It must stay valid Python 3.6 and import nothing but the standard library and th
 import importlib.util
 import os
 import sys
-import types
 
 MMS_CONFIG = "sagemaker-mms.properties"
 TS_CONFIG = "sagemaker-ts.properties"
@@ -51,7 +50,7 @@ def _skip_zombies_in_the_server_scan(mms):
     raises ZombieProcess for a zombie's command line: when the scan reaches it first, every retry fails and the server
     is reported as not started (seen once in CI, under load). Later sagemaker-inference releases skip zombies in
     that scan themselves (the 1.10.1 of pytorch-2.6.0 does); this gives the older toolkits of the EIA images the same."""
-    import psutil
+    psutil = mms.psutil  # the toolkit's own import: this entry point imports nothing beyond the toolkit
 
     def live_processes(*args, **kwargs):
         for process in psutil.process_iter(*args, **kwargs):
@@ -61,7 +60,7 @@ def _skip_zombies_in_the_server_scan(mms):
             except psutil.Error:
                 continue
 
-    scan = types.ModuleType("psutil")
+    scan = type(psutil)("psutil")  # a module object: the toolkit reads psutil.STATUS_ZOMBIE and the like from it
     scan.__dict__.update(psutil.__dict__)
     scan.process_iter = live_processes
     mms.psutil = scan
