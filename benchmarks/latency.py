@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import REPO, Options, Progress, ratio, summarize, target
+from benchmarks.common import REPO, Options, Progress, median, ratio, target
 from benchmarks.latency_runtime import FORM_FILES, ORT, RECIPES, THREADS
 
 NAME = "latency"
@@ -119,9 +119,8 @@ def _cold_starts(python: Path, env: dict, files: dict, sizes: dict, progress: Pr
     cold = {}
     for form, runs in samples.items():
         starts = [run["load_s"] + run["first_request_s"] for run in runs]
-        cold[form] = {"load_median_s": summarize([r["load_s"] for r in runs])["median_ms"] / 1000,
-                      "first_request_median_s": summarize([r["first_request_s"] for r in runs])["median_ms"] / 1000,
-                      "cold_start_median_s": summarize(starts)["median_ms"] / 1000, "runs": runs}
+        cold[form] = {"load_median_s": median([r["load_s"] for r in runs]), "first_request_median_s": median([r["first_request_s"] for r in runs]),
+                      "cold_start_median_s": median(starts), "runs": runs}
     progress.say("cold start (load + first request): " + ", ".join(f"{f} {c['cold_start_median_s']:.2f}s" for f, c in cold.items()))
     return cold
 
