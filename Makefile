@@ -16,7 +16,7 @@ export CDK_DISABLE_CLI_TELEMETRY := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-mxnet setup-runtimes runtimes artifacts synth lint diff cost serve invoke test test-fast bench clean
+.PHONY: setup setup-mxnet setup-runtimes runtimes artifacts synth lint diff cost serve invoke invoke-async test test-fast bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -94,13 +94,22 @@ cost: setup  ## per-environment cost of the configured profile and its alternati
 # sagemaker-pytorch-inference 1.5 on Python 3.6 (EIA), TorchServe + 2.0 on Python 3.12 (2.6.0); for the detector
 # (MODEL=object-detector) mxnet-model-server 1.0.5 (EIA MXNet 1.4.1) or multi-model-server 1.1.8 (MXNet 1.9.0).
 # RUNTIME is a runtime (eia-pytorch-1.5.1, eia-pytorch-1.3.1, pytorch-2.6.0: cpu, eia-mxnet-1.4.1, mxnet-1.9.0) or a
-# profile (eia, eia-1.3.1, gpu, cpu, serverless); without it, the configured profile's. A runtime's venv comes from
+# profile (eia, eia-1.3.1, gpu, cpu, serverless, async); without it, the configured profile's. A runtime's venv comes from
 # `make setup-runtimes RUNTIMES=<runtime>`. The detector takes CONTENT_TYPE=application/json (its base64 contract).
 serve: setup  ## serve a model on localhost:$(PORT) with its runtime's SageMaker serving stack: make serve RUNTIME=eia-pytorch-1.3.1
 	$(PY) -m local_serving serve --port $(PORT) $(if $(RUNTIME),--runtime '$(RUNTIME)') $(if $(MODEL),--model '$(MODEL)')
 
 invoke: setup  ## send an example image to `make serve` (CONTENT_TYPE=image/jpeg|image/png|application/json|application/x-npy)
 	$(PY) -m local_serving invoke --port $(PORT) --content-type $(CONTENT_TYPE)
+
+# The async profile's contract against `make serve` (local_serving/async_simulation.py): the request read from INPUT
+# (default: the example image), the answer written to OUTPUT_DIR/output/<id>.out, a failure to
+# OUTPUT_DIR/failures/<id>-error.out, as SageMaker writes them to S3. CONTENT_TYPE (given on the command line) overrides
+# the type INPUT's extension gives.
+OUTPUT_DIR ?= build/async
+invoke-async: setup  ## simulate InvokeEndpointAsync against `make serve`: make invoke-async INPUT=cat.jpg OUTPUT_DIR=build/async
+	$(PY) -m local_serving async --port $(PORT) --output '$(OUTPUT_DIR)' $(if $(INPUT),--input '$(INPUT)') \
+		$(if $(filter command line,$(origin CONTENT_TYPE)),--content-type '$(CONTENT_TYPE)')
 
 test: setup runtimes  ## the whole suite, end-to-end tests included
 	$(PY) -m pytest

@@ -15,11 +15,17 @@ WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 # them for a worker: multi-model-server's worker sets OMP_NUM_THREADS=1 only when it is unset, the MXNet toolkit
 # likewise (with its MXNET_*_NTHREADS engine defaults, left as they are), TorchServe only for torchrun workers.
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+JAVA_INT_MAX = 2**31 - 1
 
 
 def worker_environment(workers: int, threads_per_worker: int) -> Dict[str, str]:
     """The model server's worker count and each worker's intra-op threads, as the container reads them."""
     return {WORKERS_ENV: str(workers), **{name: str(threads_per_worker) for name in THREAD_ENVS}}
+
+
+def model_server_request_size(max_request_bytes: int) -> int:
+    """Twice the handler's limit, so the handler answers an oversized body; at most Java's int (2^31 - 1)."""
+    return min(2 * max_request_bytes, JAVA_INT_MAX)
 
 
 def container_environment(deployment: ModelDeployment) -> Dict[str, str]:
@@ -36,6 +42,7 @@ def container_environment(deployment: ModelDeployment) -> Dict[str, str]:
         # The model servers drop the connection above their own limits; keep those well above the handler's,
         # so an oversized body gets the handler's 413 and its message. TorchServe (2.x images) and
         # multi-model-server (EIA images; it reads MMS_* because the toolkit enables env-var config).
-        "TS_MAX_REQUEST_SIZE": str(2 * spec.serving.limits.max_request_bytes),
-        "MMS_MAX_REQUEST_SIZE": str(2 * spec.serving.limits.max_request_bytes),
+        # Async bodies may reach 1 GB (serving.profile: async): the servers read these as a Java int.
+        "TS_MAX_REQUEST_SIZE": str(model_server_request_size(spec.serving.limits.max_request_bytes)),
+        "MMS_MAX_REQUEST_SIZE": str(model_server_request_size(spec.serving.limits.max_request_bytes)),
     }

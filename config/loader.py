@@ -13,6 +13,7 @@ from config.schema import (
     ENDPOINT_NAME_MAX_LENGTH, ENDPOINT_NAME_PATTERN, MAX_SERVING_STACKS, ROLE_NAME_MAX_LENGTH, AppConfig, AppSpec, EnvironmentConfig, EnvironmentSpec,
     ModelDeployment, ModelSpec, PipelineSpec, ScalingSpec,
 )
+from config.endpoint_features import check_endpoint_features, resolve_shadow
 from config.placement import serving_stack_of
 from config.serving_targets import resolve_target
 from config.workers import worker_plan
@@ -46,9 +47,14 @@ def load_config(directory: str | Path = "config", name_prefix: Optional[str] = N
                     f"{_display(env_path)}: scaling.autoscaling = true, but {model_where} uses serving.profile: serverless, "
                     "which scales by itself (serving.profiles.serverless.max_concurrency); remove scaling.autoscaling"
                 )
-            deployment = ModelDeployment(name=name, spec=model_spec, target=target, scaling=scaling,
-                                         serving_stack=_serving_stack(name, model_spec, app_spec, model_where, directory))
+            deployment = ModelDeployment(
+                name=name, spec=model_spec, target=target, scaling=scaling,
+                serving_stack=_serving_stack(name, model_spec, app_spec, model_where, directory),
+                shadow=resolve_shadow(model_spec, env_spec.region, model_where, _display(env_path)),
+                data_capture=env_spec.data_capture if env_spec.data_capture.enabled else None,
+            )
             worker_plan(deployment)  # serving.workers x threads_per_worker against the host's vCPUs
+            check_endpoint_features(deployment, model_where, _display(env_path))
             deployments.append(deployment)
         environments.append(
             EnvironmentConfig(

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validato
 from config.errors import ConfigError
 from inference_src.request_handling import LIMITS
 
-Profile = Literal["eia", "gpu", "cpu", "serverless"]
+# async: an instance endpoint fed from S3 through a queue (InvokeEndpointAsync), able to scale to 0 instances.
+Profile = Literal["eia", "gpu", "cpu", "serverless", "async"]
 
 
 class _Strict(BaseModel):
@@ -29,7 +30,9 @@ class ScalingSpec(_Strict):
     autoscaling: Optional[bool] = None
     # The size of a new endpoint: a deployed one keeps the count autoscaling gave it (RetainAllVariantProperties).
     initial_instance_count: int = Field(1, ge=1)
-    min_instances: int = Field(1, ge=1)
+    # 0: scale to zero while idle. cpu/gpu deploy the model as an inference component on a managed-scaling
+    # endpoint; async scales its variant on the queue's backlog (config/serving_targets.py checks the profile).
+    min_instances: int = Field(1, ge=0)
     max_instances: int = Field(2, ge=1)
     target_invocations_per_instance: int = Field(200, ge=1)
 
@@ -53,7 +56,7 @@ class ScalingOverride(_Strict):
 
     autoscaling: Optional[bool] = None
     initial_instance_count: Optional[int] = Field(None, ge=1)
-    min_instances: Optional[int] = Field(None, ge=1)
+    min_instances: Optional[int] = Field(None, ge=0)
     max_instances: Optional[int] = Field(None, ge=1)
     target_invocations_per_instance: Optional[int] = Field(None, ge=1)
 
@@ -144,6 +147,12 @@ class AlarmSpec(_Strict):
 _DEFAULT_LIMITS = {limit.key: limit.default for limit in LIMITS}
 # Pillow refuses images over twice its MAX_IMAGE_PIXELS (89,478,485) outright; ours must stay below.
 PILLOW_IMAGE_PIXELS = 89_478_485
+# InvokeEndpoint's payload limit (SageMaker API reference, InvokeEndpoint: "Maximum payload size 6 MB").
+REALTIME_MAX_REQUEST_BYTES = 6 * 1024 * 1024
+# InvokeEndpointAsync reads the payload from S3: "payload sizes up to 1GB" (SageMaker developer guide,
+# "Asynchronous inference"). The async default, and why: config/async_inference.py.
+ASYNC_MAX_REQUEST_BYTES = 1_000_000_000
+ASYNC_DEFAULT_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 class RequestLimits(_Strict):
@@ -153,8 +162,9 @@ class RequestLimits(_Strict):
     (README, "Request limits") against each host's memory divided by its workers.
     """
 
-    # Bodies above this get a 413; SageMaker itself refuses more than 6 MiB.
-    max_request_bytes: int = Field(_DEFAULT_LIMITS["max_request_bytes"], ge=1024, le=6 * 1024 * 1024)
+    # Bodies above this get a 413. SageMaker refuses more than 6 MiB on real-time profiles and reads up to 1 GB
+    # from S3 for async (config/async_inference.py checks the cap per profile; async defaults to 16 MiB).
+    max_request_bytes: int = Field(_DEFAULT_LIMITS["max_request_bytes"], ge=1024, le=ASYNC_MAX_REQUEST_BYTES)
     # "images": [...] in one JSON request (each decoded and cropped in turn, never all at once).
     max_images_per_request: int = Field(_DEFAULT_LIMITS["max_images_per_request"], ge=1, le=256)
     # One image's width x height, read from its header before anything is decoded (decompression bombs).
@@ -163,6 +173,27 @@ class RequestLimits(_Strict):
     max_pixels_per_request: int = Field(_DEFAULT_LIMITS["max_pixels_per_request"], ge=1024)
     # Rows of an npy or {"instances": ...} batch: bounds the forward pass's memory.
     max_batch_size: int = Field(_DEFAULT_LIMITS["max_batch_size"], ge=1, le=1024)
+
+
+class AsyncInferenceSpec(_Strict):
+    """serving.profile: async: requests queued from S3, answers written to S3 and announced on SNS."""
+
+    # ClientConfig.MaxConcurrentInvocationsPerInstance; None: the instance's model-server workers.
+    max_concurrent_invocations_per_instance: Optional[int] = Field(None, ge=1, le=1000)
+    # Target tracking on ApproximateBacklogSizePerInstance: queued requests per instance.
+    target_backlog_per_instance: int = Field(5, ge=1)
+    # A lifecycle rule deletes the model's requests, answers and failures this long after they are written:
+    # how long a client has to fetch an answer (a request waits in the queue at most 6 hours).
+    expire_after_days: int = Field(7, ge=1, le=3650)
+
+
+class ShadowSpec(_Strict):
+    """A candidate profile served as a shadow variant: it gets a copy of live requests, its answers are dropped."""
+
+    profile: Profile
+    # The share of live requests copied to the shadow (its weight relative to the live variant's).
+    sampling_percent: int = Field(100, ge=1, le=100)
+    instance_count: int = Field(1, ge=1)
 
 
 class ServingSpec(_Strict):
@@ -183,6 +214,19 @@ class ServingSpec(_Strict):
     threads_per_worker: Optional[int] = Field(None, ge=1, le=192)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     alarms: AlarmSpec = Field(default_factory=AlarmSpec)
+    async_inference: AsyncInferenceSpec = Field(default_factory=AsyncInferenceSpec)
+    # A profile switch tried on live traffic first (README, "Switching the profile of a deployed endpoint").
+    shadow: Optional[ShadowSpec] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _async_request_size_default(cls, data):
+        """serving.profile: async takes its bodies from S3: serving.limits.max_request_bytes defaults higher there."""
+        if isinstance(data, dict) and data.get("profile") == "async":
+            limits = data.get("limits") or {}
+            if isinstance(limits, dict) and "max_request_bytes" not in limits:
+                data = {**data, "limits": {**limits, "max_request_bytes": ASYNC_DEFAULT_REQUEST_BYTES}}
+        return data
 
 
 class ModelSpec(_Strict):
@@ -199,12 +243,26 @@ ACCOUNT_PATTERN = r"^\d{12}$"
 REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$"
 
 
+class DataCaptureSpec(_Strict):
+    """Endpoint data capture (requests and answers, sampled) under the artifact bucket, with its KMS key."""
+
+    enabled: bool = False
+    sampling_percent: int = Field(20, ge=1, le=100)  # DataCaptureConfig.InitialSamplingPercentage
+    capture: Tuple[Literal["input", "output"], ...] = Field(("input", "output"), min_length=1)
+    # Captured bodies of these content types are stored as text; any other (JPEG, npy) base64-encoded.
+    json_content_types: Tuple[str, ...] = Field(("application/json",), max_length=10)
+    csv_content_types: Tuple[str, ...] = Field(("text/csv",), max_length=10)
+    # A lifecycle rule on the capture prefix deletes captured data this many days after it is written.
+    expire_after_days: int = Field(30, ge=1, le=3650)
+
+
 class EnvironmentSpec(_Strict):
     account: str = Field(pattern=ACCOUNT_PATTERN)
     region: str = Field(pattern=REGION_PATTERN)
     retain_data: bool = False
     termination_protection: bool = False
     scaling: ScalingOverride = Field(default_factory=ScalingOverride)
+    data_capture: DataCaptureSpec = Field(default_factory=DataCaptureSpec)
 
 
 # Letters, digits and single hyphens: it leads stack, endpoint, export and role names.
@@ -287,6 +345,10 @@ class ServingTarget:
     def is_serverless(self) -> bool:
         return self.profile == "serverless"
 
+    @property
+    def is_async(self) -> bool:
+        return self.profile == "async"
+
 
 @dataclass(frozen=True)
 class ModelDeployment:
@@ -295,6 +357,18 @@ class ModelDeployment:
     target: ServingTarget
     scaling: ScalingSpec
     serving_stack: int = 1  # which of the environment's serving stacks holds it (config/placement.py)
+    # serving.shadow resolved like the live profile (its own image and artifact); None without a shadow.
+    shadow: Optional[ServingTarget] = None
+    data_capture: Optional["DataCaptureSpec"] = None  # the environment's, when enabled
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.scaling.min_instances == 0
+
+    @property
+    def uses_inference_component(self) -> bool:
+        """Scale to zero on a real-time instance profile: the model is an inference component of the endpoint."""
+        return self.scales_to_zero and self.target.profile in ("cpu", "gpu")
 
     @property
     def autoscaling(self) -> bool:
@@ -308,7 +382,8 @@ class ModelDeployment:
         """canary, linear or all_at_once (validated against the profile when the config loads)."""
         strategy = self.spec.serving.deployment.strategy
         if strategy == "auto":
-            return "all_at_once" if self.target.profile == "eia" else "canary"
+            # An async endpoint scaled to zero has no capacity to shift in steps (config/async_inference.py).
+            return "all_at_once" if self.target.profile == "eia" or (self.target.is_async and self.scales_to_zero) else "canary"
         return strategy
 
 
@@ -321,6 +396,11 @@ class EnvironmentConfig:
     termination_protection: bool
     models: Tuple[ModelDeployment, ...]
     name_prefix: str = ""
+
+    @property
+    def data_capture(self) -> Optional["DataCaptureSpec"]:
+        """The environment's data capture when enabled (every model carries the same spec); None otherwise."""
+        return next((m.data_capture for m in self.models if m.data_capture is not None), None)
 
     # The one definition of the names this environment's resources carry (the stacks use these, the
     # loader checks them against SageMaker's and IAM's limits).

@@ -32,6 +32,7 @@ PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
     "gpu": ProfileSettings(instance_type="ml.g4dn.xlarge", framework_version="2.6.0"),
     "cpu": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="2.6.0"),
     "serverless": ProfileSettings(framework_version="2.6.0", memory_size_mb=3072, max_concurrency=10),
+    "async": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="2.6.0"),
 }
 SERVERLESS = "serverless"
 # The second source document: GluonCV SSD on MXNet 1.4.1 with ml.c5.xlarge + ml.eia2.large.
@@ -40,6 +41,7 @@ MXNET_PROFILE_DEFAULTS: Dict[str, ProfileSettings] = {
     "gpu": ProfileSettings(instance_type="ml.g4dn.xlarge", framework_version="1.9.0"),
     "cpu": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="1.9.0"),
     "serverless": ProfileSettings(framework_version="1.9.0", memory_size_mb=4096, max_concurrency=5),
+    "async": ProfileSettings(instance_type="ml.c5.xlarge", framework_version="1.9.0"),
 }
 FRAMEWORK_PROFILE_DEFAULTS = {"pytorch": PROFILE_DEFAULTS, "mxnet": MXNET_PROFILE_DEFAULTS}
 MXNET_MODELS = ("ssd_512_mobilenet1.0_coco",)
@@ -174,6 +176,13 @@ def active_profile_settings(spec: ModelSpec) -> ProfileSettings:
     return ProfileSettings(**merged)
 
 
+def hardware_profile(profile: str, instance_type: Optional[str]) -> str:
+    """The profile whose build recipe and runtime fit: async runs the gpu or cpu image, by its instance type."""
+    if profile == "async":
+        return "gpu" if is_gpu_family(instance_family(instance_type or "")) else "cpu"
+    return profile
+
+
 def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> ServingTarget:
     """Check the active profile of `spec` for `region` and return the resolved target.
 
@@ -199,7 +208,7 @@ def resolve_target(spec: ModelSpec, region: str, where: str, env_where: str) -> 
         py_version=py_version,
         instance_type=settings.instance_type,
         accelerator_type=settings.accelerator_type,
-        recipe=_recipe_for(spec, profile, version, where),
+        recipe=_recipe_for(spec, hardware_profile(profile, settings.instance_type), version, where),
         region=region,
         source=where,
         network_isolation=_network_isolation(spec, where),
@@ -264,6 +273,11 @@ def _check_instance(profile: str, settings: ProfileSettings, where: str) -> None
         raise ConfigError(
             f"{where}: {key} = {instance_type!r} has no GPU but serving.profile is 'gpu'; "
             "use a GPU family (ml.g4dn.*, ml.g5.*, ml.g6.*, ml.p3.*) or change serving.profile to 'cpu'"
+        )
+    if profile == "async" and is_neuron_family(family):
+        raise ConfigError(
+            f"{where}: {key} = {instance_type!r} is an Inferentia/Trainium instance, which needs a Neuron image this "
+            "project does not build for; use a CPU (ml.c5.xlarge) or GPU (ml.g4dn.xlarge) instance for serving.profile: async"
         )
     if profile in ("eia", "cpu") and (is_gpu_family(family) or is_neuron_family(family)):
         raise ConfigError(

@@ -18,7 +18,8 @@ def main(argv: Optional[Sequence[str]] = None, pricing_client=None) -> int:
     args = _parser().parse_args(argv)
     try:
         latencies = _latencies(args.latency_ms)
-        assumptions = report.load_assumptions(args.assumptions, args.requests_per_second, args.payload_kb, latencies)
+        assumptions = report.load_assumptions(args.assumptions, args.requests_per_second, args.payload_kb, latencies,
+                                              _idle_fractions(args.idle_fraction))
         table = prices.read_table(args.prices) if args.prices else prices.default_table()
         config = load_config(args.config)
     except (ConfigError, ValueError) as error:
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--payload-kb", type=float, help="KB processed per inference, request + response")
     parser.add_argument("--latency-ms", nargs="+", action="extend", default=[], metavar="PROFILE=MS",
                         help=f"latency per inference, e.g. --latency-ms cpu=650 gpu=30 (profiles: {', '.join(report.PROFILES)})")
+    parser.add_argument("--idle-fraction", nargs="+", action="extend", default=[], metavar="ENV=FRACTION",
+                        help="share of the month an environment's endpoints have no traffic, e.g. --idle-fraction dev=0.9 "
+                        "(prices scale to zero and async)")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG")
     return parser
 
@@ -69,6 +73,19 @@ def _latencies(items: List[str]) -> Dict[str, float]:
         except ValueError:
             raise ValueError(f"--latency-ms {item!r}: {value!r} is not a number of milliseconds (PROFILE=MS)") from None
     return latencies
+
+
+def _idle_fractions(items: List[str]) -> Dict[str, float]:
+    fractions = {}
+    for item in items:
+        environment, _, value = item.partition("=")
+        try:
+            fractions[environment] = float(value)
+        except ValueError:
+            raise ValueError(f"--idle-fraction {item!r}: {value!r} is not a fraction (ENV=FRACTION, e.g. dev=0.75)") from None
+        if not environment:
+            raise ValueError(f"--idle-fraction {item!r}: name the environment (ENV=FRACTION, e.g. dev=0.75)")
+    return fractions
 
 
 if __name__ == "__main__":

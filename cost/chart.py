@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from cost.prices import PriceTable  # noqa: E402
 from cost.report import Assumptions, ModelEstimate  # noqa: E402
 
-COLORS = {"eia": "#8c6d31", "gpu": "#3182bd", "cpu": "#31a354", "serverless": "#e6550d"}
+COLORS = {"eia": "#8c6d31", "gpu": "#3182bd", "cpu": "#31a354", "serverless": "#e6550d", "async": "#756bb1"}
 
 
 def write_chart(estimates: Sequence[ModelEstimate], table: PriceTable, assumptions: Assumptions, path: Path) -> Path:
@@ -25,7 +25,8 @@ def write_chart(estimates: Sequence[ModelEstimate], table: PriceTable, assumptio
     figure.suptitle(f"Monthly cost per serving option (USD; prices as of {table.as_of}, "
                     f"{assumptions.requests_per_second:g} req/s)", fontsize=12)
     figure.text(0.01, 0.005, "hatched = configured profile; n/a = no price in the table; instance options always on "
-                "at min_instances", fontsize=8, color="#555555")
+                "at min_instances; pale 'to zero' = no instance while idle (cost/assumptions.yaml idle_fraction)",
+                fontsize=8, color="#555555")
     figure.tight_layout(rect=(0, 0.03, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -48,6 +49,7 @@ def _panel(axis, model: str, items: Sequence[ModelEstimate]) -> None:
             x = group - 0.4 + width * (index + 0.5)
             height = option.monthly or 0.0
             axis.bar(x, height, width * 0.92, color=COLORS.get(option.profile, "#999999"),
+                     alpha=0.55 if option.scales_to_zero else 1.0,  # pale: billed only for the active share
                      hatch="//" if option.configured else None, edgecolor="black" if option.configured else "none",
                      label=None if label in legend else label)
             legend.add(label)
@@ -56,7 +58,7 @@ def _panel(axis, model: str, items: Sequence[ModelEstimate]) -> None:
     axis.set_xticks(range(len(items)))
     axis.set_xticklabels([f"{item.environment}\n{item.region}" for item in items])
     axis.set_ylabel("USD per month")
-    axis.set_ylim(0, top * 1.15)
+    axis.set_ylim(0, top * 1.4)  # room for the legend above the tallest bar
     axis.set_title(model)
     axis.legend(fontsize=8, ncols=min(len(labels), 5), loc="upper left")
     axis.grid(axis="y", alpha=0.3)

@@ -41,6 +41,21 @@ def monthly_cost(region: str, instance_type: Optional[str], accelerator_type: Op
     return None if hourly is None else hourly * HOURS_PER_MONTH
 
 
+def monthly_cost_when_active(region: str, instance_type: Optional[str], accelerator_type: Optional[str] = None,
+                             instance_count: int = 1, idle_fraction: float = 0.0,
+                             table: Optional[PriceTable] = None) -> Optional[float]:
+    """An endpoint that scales to zero instances while idle (scale to zero, async): billed only for the share of
+    the month with traffic, at `instance_count` instances then; None when the table has no price for it."""
+    monthly = monthly_cost(region, instance_type, accelerator_type, instance_count, table)
+    return None if monthly is None else monthly * (1 - idle_fraction)
+
+
+def async_requests_monthly(requests_per_second: float, usd_per_inference: float) -> float:
+    """The async profile's S3 and SNS requests for a month at a steady rate (they follow the traffic, not the
+    instances: the same whether the endpoint is idle part of the month or not)."""
+    return requests_per_second * SECONDS_PER_MONTH * usd_per_inference
+
+
 def serverless_cost_per_inference(region: str, memory_size_mb: int, duration_ms: float, payload_kb: float,
                                   table: Optional[PriceTable] = None) -> Optional[float]:
     """Memory (GB) x billed duration (s) x price per GB-second, plus the payload at the data price."""

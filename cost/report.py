@@ -1,13 +1,16 @@
 """Per environment and model: the configured serving profile and its alternatives, priced and rendered.
 
-Alternatives, each at the deployment's min_instances (an always-on endpoint bills them all month):
+Alternatives, each at the deployment's min_instances (at least 1; an always-on endpoint bills them all month):
 eia (the model's EIA host + accelerator), gpu (the cheapest GPU instance the price table has for the
 region), cpu (the model's CPU instance) and serverless (the model's memory size at the assumed rate).
+Then the ones that scale to zero instances while idle, billed only for the environment's active share of the month
+(1 - idle_fraction): "cpu to zero" and "gpu to zero" (scaling.min_instances: 0, an inference component) and
+"async to zero" (serving.profile: async, scaled on its queue's backlog).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -19,7 +22,9 @@ from cost import estimate
 from cost.prices import PriceTable, display_path
 
 DEFAULT_ASSUMPTIONS = Path(__file__).parent / "assumptions.yaml"
-PROFILES = ("eia", "gpu", "cpu", "serverless")
+PROFILES = ("eia", "gpu", "cpu", "serverless", "async")
+ALWAYS_ON_ALTERNATIVES = ("eia", "gpu", "cpu", "serverless")
+TO_ZERO_ALTERNATIVES = ("cpu", "gpu", "async")  # priced with the environment's idle fraction
 NA = "n/a"
 
 
@@ -29,15 +34,24 @@ class Assumptions:
     payload_kb: float
     latency_ms: Mapping[str, float]  # per profile; serverless: the billed duration
     path: str
+    # Per environment, the share of the month with no traffic (not listed: 0, never idle).
+    idle_fraction: Mapping[str, float] = field(default_factory=dict)
+    # The async profile's S3 and SNS requests, USD per inference (async_requests in the file).
+    async_request_usd: float = 0.0
+
+    def idle(self, environment: str) -> float:
+        return self.idle_fraction.get(environment, 0.0)
 
     def describe(self) -> str:
         latencies = ", ".join(f"{p} {self.latency_ms[p]:g}" for p in PROFILES)
+        idle = ", ".join(f"{env} {fraction:.0%}" for env, fraction in self.idle_fraction.items()) or "none"
         return (f"{self.path}: {self.requests_per_second:g} req/s, {self.payload_kb:g} KB per inference, "
-                f"latency ms {latencies}")
+                f"latency ms {latencies}; idle share of the month {idle}")
 
 
 def load_assumptions(path: Path | str = DEFAULT_ASSUMPTIONS, requests_per_second: Optional[float] = None,
-                     payload_kb: Optional[float] = None, latency_ms: Optional[Mapping[str, float]] = None) -> Assumptions:
+                     payload_kb: Optional[float] = None, latency_ms: Optional[Mapping[str, float]] = None,
+                     idle_fraction: Optional[Mapping[str, float]] = None) -> Assumptions:
     """The assumptions file, with any flag values laid over it; ValueError says what is wrong."""
     path = Path(path)
     try:
@@ -58,7 +72,38 @@ def load_assumptions(path: Path | str = DEFAULT_ASSUMPTIONS, requests_per_second
         raise ValueError(f"{path} (with flags): {', '.join(bad)}: each must be a positive number "
                          f"(latency_ms needs {', '.join(PROFILES)})")
     return Assumptions(float(values["requests_per_second"]), float(values["payload_kb"]),
-                       {p: float(latencies[p]) for p in PROFILES}, display_path(path))
+                       {p: float(latencies[p]) for p in PROFILES}, display_path(path),
+                       _idle_fractions(path, raw.get("idle_fraction"), idle_fraction),
+                       _async_request_usd(path, raw.get("async_requests") or {}))
+
+
+ASYNC_REQUEST_KEYS = ("s3_puts", "s3_gets", "sns_publishes", "usd_per_1000_s3_puts", "usd_per_1000_s3_gets",
+                      "usd_per_million_sns_publishes")
+
+
+def _async_request_usd(path: Path, raw) -> float:
+    """async_requests: what one async inference adds in S3 and SNS requests, USD."""
+    values = {key: raw.get(key) for key in ASYNC_REQUEST_KEYS} if isinstance(raw, dict) else {}
+    bad = [f"async_requests.{key} = {value!r}" for key, value in values.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0]
+    if bad or not values:
+        raise ValueError(f"{path}: {', '.join(bad) or 'async_requests missing'}: needs {', '.join(ASYNC_REQUEST_KEYS)}, "
+                         "each a number >= 0")
+    return (values["s3_puts"] * values["usd_per_1000_s3_puts"] / 1000 + values["s3_gets"] * values["usd_per_1000_s3_gets"] / 1000
+            + values["sns_publishes"] * values["usd_per_million_sns_publishes"] / 1_000_000)
+
+
+def _idle_fractions(path: Path, from_file, from_flags: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    """idle_fraction: {environment: share of the month without traffic}, flags over the file; each in [0, 1)."""
+    if from_file is not None and not isinstance(from_file, dict):
+        raise ValueError(f"{path}: idle_fraction must map environment names to fractions, e.g. {{dev: 0.75}}")
+    fractions = {**(from_file or {}), **(from_flags or {})}
+    bad = [f"idle_fraction.{env} = {value!r}" for env, value in fractions.items()
+           if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1]
+    if bad:
+        raise ValueError(f"{path} (with flags): {', '.join(bad)}: each must be a fraction from 0 (always busy) "
+                         "to below 1 (1 would be an endpoint nobody calls)")
+    return {env: float(value) for env, value in fractions.items()}
 
 
 @dataclass(frozen=True)
@@ -76,12 +121,21 @@ class Option:
     saving_vs_gpu: Optional[float]
     cost_per_million: Optional[float]
     notes: Tuple[str, ...] = ()
+    scales_to_zero: bool = False  # billed only while there is traffic: (1 - idle_fraction) of the month
+    idle_fraction: float = 0.0
+    saving_vs_configured: Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        """The row's name: the profile, "<profile> to zero" for an endpoint that scales to zero instances."""
+        return f"{self.profile} to zero" if self.scales_to_zero else self.profile
 
     def resources(self, requests_per_second: float) -> str:
         if self.profile == "serverless":
             return f"{self.memory_size_mb} MB, {requests_per_second:g} req/s x {self.latency_ms:g} ms"
         accelerator = f" + {self.accelerator_type}" if self.accelerator_type else ""
-        return f"{self.instance_count} x {self.instance_type}{accelerator}"
+        active = f", {1 - self.idle_fraction:.0%} of the month" if self.scales_to_zero else ""
+        return f"{self.instance_count} x {self.instance_type}{accelerator}{active}"
 
 
 @dataclass(frozen=True)
@@ -102,16 +156,24 @@ def estimate_all(config: AppConfig, assumptions: Assumptions, table: PriceTable)
 
 def estimate_model(environment: str, region: str, deployment: ModelDeployment, assumptions: Assumptions,
                    table: PriceTable) -> ModelEstimate:
-    count = deployment.scaling.min_instances
+    # Instances while serving: min_instances, and 1 for an endpoint at min_instances 0 (each active hour
+    # needs one instance: an inference component's copy, or an async variant's instance, runs on one).
+    count = max(1, deployment.scaling.min_instances)
     baseline_monthly = estimate.monthly_cost(region, estimate.BASELINE_GPU_INSTANCE, None, count, table)
     target = deployment.target
     configured = _Spec(target.profile, target.instance_type, target.accelerator_type,
-                       getattr(target, "memory_size_mb", None), getattr(target, "max_concurrency", None))
-    alternatives = [spec for spec in (_alternative(p, deployment, region, table) for p in PROFILES) if spec != configured]
-    shared_profile = any(spec.profile == configured.profile for spec in alternatives)
-    options = [_priced(configured, True, shared_profile, region, count, baseline_monthly, assumptions, table)]
-    options += [_priced(spec, False, False, region, count, baseline_monthly, assumptions, table) for spec in alternatives]
-    return ModelEstimate(environment, region, deployment.name, target.profile,
+                       getattr(target, "memory_size_mb", None), getattr(target, "max_concurrency", None),
+                       scales_to_zero=deployment.scales_to_zero and target.profile in TO_ZERO_ALTERNATIVES)
+    candidates = [_alternative(p, deployment, region, table) for p in ALWAYS_ON_ALTERNATIVES]
+    candidates += [replace(_alternative(p, deployment, region, table), scales_to_zero=True) for p in TO_ZERO_ALTERNATIVES]
+    alternatives = [spec for spec in candidates if spec != configured]
+    shared_name = any(spec.name == configured.name for spec in alternatives)
+    idle = assumptions.idle(environment)
+    first = _priced(configured, True, shared_name, region, count, baseline_monthly, assumptions, table, idle)
+    options = [first] + [_priced(spec, False, False, region, count, baseline_monthly, assumptions, table, idle)
+                         for spec in alternatives]
+    options = [replace(option, saving_vs_configured=estimate.saving(first.monthly, option.monthly)) for option in options]
+    return ModelEstimate(environment, region, deployment.name, configured.name,
                          f"{count} x {estimate.BASELINE_GPU_INSTANCE} always on", baseline_monthly, tuple(options))
 
 
@@ -122,6 +184,11 @@ class _Spec:
     accelerator_type: Optional[str]
     memory_size_mb: Optional[int]
     max_concurrency: Optional[int]
+    scales_to_zero: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile} to zero" if self.scales_to_zero else self.profile
 
 
 def _alternative(profile: str, deployment: ModelDeployment, region: str, table: PriceTable) -> _Spec:
@@ -151,7 +218,7 @@ def priced_types(config: AppConfig, table: PriceTable) -> Dict[str, set]:
         names.update(t for t in table.instance_types(env.region) if is_gpu_family(instance_family(t)))
         for deployment in env.models:
             target = deployment.target
-            for spec in [_alternative(p, deployment, env.region, table) for p in PROFILES]:
+            for spec in [_alternative(p, deployment, env.region, table) for p in PROFILES]:  # async included
                 names.update(n for n in (spec.instance_type, spec.accelerator_type) if n)
             names.update(n for n in (target.instance_type, target.accelerator_type) if n)
     return wanted
@@ -162,8 +229,8 @@ def cheapest_gpu_instance(region: str, table: PriceTable) -> Optional[str]:
     return min(prices, key=lambda t: (prices[t], t)) if prices else None
 
 
-def _priced(spec: _Spec, configured: bool, shared_profile: bool, region: str, count: int,
-            baseline_monthly: Optional[float], assumptions: Assumptions, table: PriceTable) -> Option:
+def _priced(spec: _Spec, configured: bool, shared_name: bool, region: str, count: int,
+            baseline_monthly: Optional[float], assumptions: Assumptions, table: PriceTable, idle: float = 0.0) -> Option:
     latency = assumptions.latency_ms[spec.profile]
     rate = assumptions.requests_per_second
     notes = []
@@ -184,6 +251,16 @@ def _priced(spec: _Spec, configured: bool, shared_profile: bool, region: str, co
         monthly = estimate.monthly_cost(region, spec.instance_type, spec.accelerator_type, count, table)
         per_million = estimate.cost_per_million(
             estimate.hourly_cost(region, spec.instance_type, spec.accelerator_type, 1, table), latency)
+        if spec.scales_to_zero:
+            monthly = estimate.monthly_cost_when_active(region, spec.instance_type, spec.accelerator_type, count, idle, table)
+            hourly = None if monthly is None else monthly / estimate.HOURS_PER_MONTH  # averaged over the month
+            notes += _to_zero_notes(spec.profile, idle)
+        if spec.profile == "async" and monthly is not None:  # S3 and SNS requests: per inference, idle or not
+            requests = estimate.async_requests_monthly(rate, assumptions.async_request_usd)
+            monthly += requests
+            hourly = monthly / estimate.HOURS_PER_MONTH if spec.scales_to_zero else hourly
+            notes.append(f"incl. ${requests:,.2f} S3 + SNS requests")
+            per_million = None if per_million is None else per_million + assumptions.async_request_usd * 1_000_000
         needed = estimate.instances_needed(rate, latency)
         if needed > count:
             at_needed = estimate.monthly_cost(region, spec.instance_type, spec.accelerator_type, needed, table)
@@ -199,15 +276,21 @@ def _priced(spec: _Spec, configured: bool, shared_profile: bool, region: str, co
         count_or_none = count
     if spec.profile == "gpu" and not configured:
         notes.append("cheapest GPU in the table")
-    label = f"{spec.profile} (configured)" if configured and shared_profile else spec.profile
+    label = f"{spec.name} (configured)" if configured and shared_name else spec.name
     return Option(spec.profile, label, configured, spec.instance_type, spec.accelerator_type, count_or_none,
                   spec.memory_size_mb, latency, hourly, monthly, estimate.saving(baseline_monthly, monthly),
-                  per_million, tuple(notes))
+                  per_million, tuple(notes), spec.scales_to_zero, idle if spec.scales_to_zero else 0.0)
+
+
+def _to_zero_notes(profile: str, idle: float) -> List[str]:
+    """What the scale-to-zero price leaves out."""
+    notes = [f"no instance while idle ({idle:.0%})", "cold start after idle not priced"]
+    return notes
 
 
 # ---------------------------------------------------------------- rendering
 
-COLUMNS = ("option", "resources", "$/hour", "$/month", "vs GPU", "$/1M inferences", "notes")
+COLUMNS = ("option", "resources", "$/hour", "$/month", "vs GPU", "vs configured", "$/1M inferences", "notes")
 
 
 def _money(value: Optional[float], digits: int = 2) -> str:
@@ -223,9 +306,10 @@ def _saving(value: Optional[float]) -> str:
 
 
 def _row(option: Option, rate: float) -> Tuple[str, ...]:
-    name = f"{option.profile} *" if option.configured else option.profile
+    name = f"{option.name} *" if option.configured else option.name
+    versus_configured = "" if option.configured else _saving(option.saving_vs_configured)
     return (name, option.resources(rate), _money(option.hourly, 3), _money(option.monthly), _saving(option.saving_vs_gpu),
-            _money(option.cost_per_million), "; ".join(option.notes))
+            versus_configured, _money(option.cost_per_million), "; ".join(option.notes))
 
 
 def header_lines(table: PriceTable, assumptions: Assumptions) -> List[str]:
@@ -235,8 +319,34 @@ def header_lines(table: PriceTable, assumptions: Assumptions) -> List[str]:
         *live,
         f"assumptions: {assumptions.describe()}",
         f"* = configured profile; vs GPU = monthly cost against {estimate.BASELINE_GPU_INSTANCE} always on, "
-        "same instance count; $/1M inferences = one instance busy one request at a time (serverless: per request)",
+        "same instance count; vs configured = monthly cost against the configured profile; "
+        "$/1M inferences = one instance busy one request at a time (serverless: per request)",
+        "to zero = scales to zero instances while idle (scaling.min_instances: 0 on cpu/gpu, serving.profile: async): "
+        "billed for the environment's active share of the month at min_instances (at least 1); $/hour averaged over the month",
     ]
+
+
+SAVINGS_COLUMNS = ("environment", "idle", "configured $/month", *(f"{p} to zero" for p in TO_ZERO_ALTERNATIVES))
+
+
+def savings_rows(estimates: Sequence[ModelEstimate], assumptions: Assumptions) -> List[Tuple[str, ...]]:
+    """Per environment, all its models: the configured profiles' monthly total, and each scale-to-zero option's
+    total with what it saves against it ("n/a" when a price is missing)."""
+    rows = []
+    for environment in dict.fromkeys(item.environment for item in estimates):
+        items = [item for item in estimates if item.environment == environment]
+        configured = _total(next(o for o in item.options if o.configured) for item in items)
+        cells = [environment, f"{assumptions.idle(environment):.0%}", _money(configured)]
+        for profile in TO_ZERO_ALTERNATIVES:
+            total = _total(next(o for o in item.options if o.profile == profile and o.scales_to_zero) for item in items)
+            cells.append(NA if total is None else f"{_money(total)} ({_saving(estimate.saving(configured, total))})")
+        rows.append(tuple(cells))
+    return rows
+
+
+def _total(options) -> Optional[float]:
+    values = [option.monthly for option in options]
+    return None if any(v is None for v in values) else sum(values)
 
 
 def render_text(estimates: Sequence[ModelEstimate], table: PriceTable, assumptions: Assumptions) -> str:
@@ -245,22 +355,29 @@ def render_text(estimates: Sequence[ModelEstimate], table: PriceTable, assumptio
     for item in estimates:
         rows = [COLUMNS] + [_row(option, rate) for option in item.options]
         widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-        right = {2, 3, 5}  # numbers
+        right = {2, 3, 6}  # numbers
         lines += ["", f"{item.environment} ({item.region}) / {item.model}: configured profile {item.configured_profile}"]
         for row in rows:
             cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
             lines.append(("  " + "  ".join(cells)).rstrip())
+    rows = [SAVINGS_COLUMNS] + savings_rows(estimates, assumptions)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SAVINGS_COLUMNS))]
+    lines += ["", "scale to zero and async, every model of the environment, $/month (saving against the configured profiles)"]
+    lines += [("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))).rstrip() for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(estimates: Sequence[ModelEstimate], table: PriceTable, assumptions: Assumptions) -> str:
     lines = [f"- {line}" for line in header_lines(table, assumptions)] + [""]
     lines.append("| environment | model | " + " | ".join(COLUMNS) + " |")
-    lines.append("|---|---|" + "|".join("---:" if c.startswith("$") or c == "vs GPU" else "---" for c in COLUMNS) + "|")
+    lines.append("|---|---|" + "|".join("---:" if c.startswith("$") or c.startswith("vs ") else "---" for c in COLUMNS) + "|")
     for item in estimates:
         for option in item.options:
             cells = (f"{item.environment} ({item.region})", item.model) + _row(option, assumptions.requests_per_second)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "Scale to zero and async, every model of the environment, $/month (saving against the configured profiles):", "",
+              "| " + " | ".join(SAVINGS_COLUMNS) + " |", "|---|---:|" + "---:|" * (len(SAVINGS_COLUMNS) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in savings_rows(estimates, assumptions)]
     return "\n".join(lines) + "\n"
 
 

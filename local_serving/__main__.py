@@ -10,10 +10,13 @@ serve   builds the model's artifact for a serving runtime (in that runtime's ven
         --runtime picks the runtime (default: the configured profile's):
           a runtime name   eia-pytorch-1.5.1, eia-pytorch-1.3.1, eia-mxnet-1.4.1 (the eia profile at that
                            version), pytorch-2.6.0, mxnet-1.9.0 (the cpu profile)
-          a profile        eia, gpu, cpu, serverless (its configured framework version),
+          a profile        eia, gpu, cpu, serverless, async (its configured framework version),
                            or PROFILE-VERSION, e.g. eia-1.3.1
 invoke  sends an example image (or --file) to a running server and prints the answer. The detector takes
         the base64 JSON contract only: --content-type application/json (`make invoke CONTENT_TYPE=application/json`).
+async   simulates the async profile's contract (InvokeEndpointAsync) against a running server: the request from
+        --input FILE (default: the example image, written to OUTPUT/input/), the answer written to
+        OUTPUT/output/<id>.out, a failure to OUTPUT/failures/<id>-error.out (`make invoke-async`).
 """
 import argparse
 import json
@@ -148,6 +151,8 @@ def serve(args: argparse.Namespace) -> int:
         seconds = endpoint.wait_until_ready()
         print(f"ready in {seconds:.1f}s: POST {endpoint.url}  (logs: {endpoint.log_file}; Ctrl-C stops)", flush=True)
         print(f"try: make invoke PORT={endpoint.port}{INVOKE_HINTS.get(runtime.framework, '')}", flush=True)
+        if selection.deployment.target.is_async:  # the endpoint is called through S3: its contract, simulated
+            print(f"or:  make invoke-async PORT={endpoint.port} INPUT=<request file> OUTPUT_DIR=build/async", flush=True)
         endpoint.process.wait()
         print(f"error: the server exited:\n{endpoint.log_tail()}", file=sys.stderr)
         return 1
@@ -215,6 +220,48 @@ def _payload(args: argparse.Namespace) -> bytes:
     return client.base64_image_request([data], short=args.short)
 
 
+def async_command(args: argparse.Namespace) -> int:
+    """python -m local_serving async: one InvokeEndpointAsync, simulated (local_serving/async_simulation.py)."""
+    from local_serving import async_simulation as simulation
+
+    out_dir = Path(args.output)
+    try:
+        request_file = Path(args.input) if args.input else _example_request(out_dir, args.content_type)
+        content_type = simulation.content_type_for(request_file, args.content_type)
+        result = simulation.simulate(f"http://127.0.0.1:{args.port}/invocations", request_file, out_dir, content_type,
+                                     args.accept, args.inference_id, args.timeout)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except simulation.NoServer as error:
+        print(f"error: {error}; start one with `make serve`", file=sys.stderr)
+        return 1
+    print(f"InferenceId: {result.inference_id}  (request {request_file}, {content_type})")
+    print(f"{'OutputLocation' if result.succeeded else 'FailureLocation'}: {result.location}")
+    answered = f"HTTP {result.status} {result.content_type}" if result.status else "no answer"
+    print(f"{answered}, {len(result.body)} bytes")
+    if not result.succeeded:
+        text = result.body.decode("utf-8", "replace")  # the 1.x toolkit appends a traceback: its first line says why
+        print(text.splitlines()[0] if text.strip() else "(empty body)")
+    return 0 if result.succeeded else 1
+
+
+def _example_request(out_dir: Path, content_type: Optional[str]) -> Path:
+    """The example image (or its base64 JSON contract) as a request file, as a client would upload it to input/."""
+    from local_serving import client
+
+    image = client.example_image("PNG" if content_type == "image/png" else "JPEG")
+    documents = {"image/jpeg": ("example.jpg", image), "image/png": ("example.png", image),
+                 "application/json": ("example.json", client.base64_image_request([image]))}
+    if (content_type or "image/jpeg") not in documents:
+        raise ValueError(f"no example request for {content_type}: pass --input FILE")
+    name, data = documents[content_type or "image/jpeg"]
+    request_file = out_dir / "input" / name
+    request_file.parent.mkdir(parents=True, exist_ok=True)
+    request_file.write_bytes(data)
+    return request_file
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +283,16 @@ def main(argv: List[str]) -> int:
     invoke_parser.add_argument("--short", type=int, help="short side to resize to (application/json only)")
     invoke_parser.add_argument("--npy-shape", type=int, nargs=3, default=(3, 224, 224), metavar=("C", "H", "W"))
     invoke_parser.set_defaults(run=invoke_command)
+    async_parser = commands.add_parser("async", help="simulate an async invocation: request from a file, answer to a folder")
+    async_parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    async_parser.add_argument("--input", help="the request (InputLocation); default: the example image, written to OUTPUT/input/")
+    async_parser.add_argument("--output", default="build/async", help="output/ and failures/ go here (default: build/async)")
+    async_parser.add_argument("--content-type", choices=PAYLOADS, help="default: from --input's extension, else image/jpeg")
+    async_parser.add_argument("--accept", default="application/json")
+    async_parser.add_argument("--inference-id", help="names the answer's file (default: a new uuid, as SageMaker does)")
+    async_parser.add_argument("--timeout", type=float, default=900.0,
+                              help="seconds before the request fails, InvocationTimeoutSeconds (default: %(default)s)")
+    async_parser.set_defaults(run=async_command)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -6,9 +6,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 from config import ConfigError, ModelDeployment
+from config.shadow import shadow_deployment
 
 ARTIFACT_FILE = "model.tar.gz"
 MANIFEST_FILE = "manifest.json"
@@ -76,3 +77,11 @@ def load_built_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Bui
     if stale:
         raise ConfigError(f"model {deployment.name!r}: the built artifact is stale ({'; '.join(stale)}); {REBUILD_HINT}")
     return BuiltArtifact(directory=directory, manifest=manifest)
+
+
+def load_built_shadow_artifact(artifacts_dir: Path, deployment: ModelDeployment) -> Optional[BuiltArtifact]:
+    """The shadow's artifact (serving.shadow), built for its own profile into <artifacts_dir>/<name>.shadow/ and checked
+    against the shadow's target like the live one; None without a shadow."""
+    if deployment.shadow is None:
+        return None
+    return load_built_artifact(artifacts_dir, shadow_deployment(deployment))

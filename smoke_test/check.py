@@ -27,6 +27,13 @@ ROLE_SESSION_NAME = "smoke-test"  # shows in the endpoint account's CloudTrail a
 MAX_PARALLEL = 10
 DEFAULT_PARALLEL = 8
 BUG_HINT = "a bug in smoke_test/: run it locally with the same arguments"
+# An endpoint whose model scaled to zero (an inference component with no copy) answers again once the
+# NoCapacityInvocationFailures alarm has added a copy: "several minutes" (SageMaker Developer Guide, "Scale an
+# endpoint to zero instances"). The smoke test sends one request to start that, then waits this long for a copy:
+# 10 minutes, within the pipeline's 15-minute smoke-test step (stacks/pipeline_steps.py).
+WAKE_TIMEOUT_SECONDS = 600
+WAKE_POLL_SECONDS = 30
+_sleep, _clock = time.sleep, time.monotonic  # replaced in tests
 
 
 class SmokeTestFailure(Exception):
@@ -81,7 +88,7 @@ def _assumed_role_session(sts, role_arn: str, region: Optional[str]) -> boto3.se
 
 def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], expected_classes: Optional[int] = None,
                     content_type: str = "image/jpeg", log: Callable[[str], None] = print,
-                    parallel: int = DEFAULT_PARALLEL) -> List[Outcome]:
+                    parallel: int = DEFAULT_PARALLEL, wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> List[Outcome]:
     """Check every (name, detector) endpoint, `parallel` at a time; one failing does not stop the others.
 
     log must be thread-safe: it gets each endpoint's step lines prefixed "[name] ", then "PASS name: ..." or
@@ -89,7 +96,7 @@ def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], e
     def check(endpoint: Tuple[str, bool]) -> Outcome:
         name, detector = endpoint
         outcome = check_endpoint(sagemaker, runtime, name, detector, expected_classes, content_type,
-                                 log=lambda line: log(f"[{name}] {line}"))
+                                 log=lambda line: log(f"[{name}] {line}"), wake_timeout=wake_timeout)
         log(f"{'PASS' if outcome.passed else 'FAIL'} {name}: {outcome.detail}")
         return outcome
 
@@ -98,10 +105,12 @@ def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], e
 
 
 def check_endpoint(sagemaker, runtime, endpoint_name: str, detector: bool = False,
-                   expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print) -> Outcome:
+                   expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print,
+                   wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> Outcome:
     """run_smoke_test, with every failure, expected or not, as a failed Outcome: never raises."""
     try:
-        answer = run_smoke_test(sagemaker, runtime, endpoint_name, expected_classes, content_type, log, detector)
+        answer = run_smoke_test(sagemaker, runtime, endpoint_name, expected_classes, content_type, log, detector,
+                                wake_timeout=wake_timeout)
     except SmokeTestFailure as failure:
         return Outcome(endpoint_name, False, str(failure), failure.what)
     except Exception as error:  # a bug here must still fail the pipeline with one readable line, not a traceback
@@ -121,13 +130,20 @@ def summary(outcomes: Sequence[Outcome]) -> str:
 
 
 def run_smoke_test(sagemaker, runtime, endpoint_name: str, expected_classes: Optional[int] = None,
-                   content_type: str = "image/jpeg", log=print, detector: bool = False) -> Answer:
+                   content_type: str = "image/jpeg", log=print, detector: bool = False,
+                   wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> Answer:
     """detector: the MXNet SSD endpoint, which takes only the base64 JSON contract and answers detections.
-    log gets one line per step (the caller adds which endpoint); every failure raises SmokeTestFailure."""
-    log(f"describe: {check_in_service(sagemaker, endpoint_name)}")
+    log gets one line per step (the caller adds which endpoint); every failure raises SmokeTestFailure.
+    An endpoint that serves its model as an inference component (scale to zero) is invoked through it, woken first
+    if it has no copy (at most wake_timeout seconds)."""
+    endpoint = describe_in_service(sagemaker, endpoint_name)
+    log(f"describe: {endpoint['EndpointStatus']}")
+    component = find_inference_component(sagemaker, endpoint, endpoint_name)
     content_type = "application/json" if detector else content_type
     body = example_payload(content_type)
-    status, answer_body, elapsed_ms = invoke(runtime, endpoint_name, body, content_type)
+    if component:
+        wake_if_scaled_to_zero(sagemaker, runtime, endpoint_name, component, body, content_type, log, wake_timeout)
+    status, answer_body, elapsed_ms = invoke(runtime, endpoint_name, body, content_type, inference_component=component)
     log(f"invoke ({content_type}, {len(body)} bytes): {status} in {elapsed_ms} ms")
     try:
         answer = check_detection_answer(answer_body) if detector else check_answer(answer_body, expected_classes)
@@ -143,6 +159,11 @@ def answer_summary(answer: Answer, detector: bool = False) -> str:
 
 
 def check_in_service(sagemaker, endpoint_name: str) -> str:
+    return describe_in_service(sagemaker, endpoint_name)["EndpointStatus"]
+
+
+def describe_in_service(sagemaker, endpoint_name: str) -> dict:
+    """DescribeEndpoint's answer, or SmokeTestFailure unless the endpoint is InService."""
     with aws_call(f"describe endpoint {endpoint_name} in {sagemaker.meta.region_name}",
                   "the caller needs sagemaker:DescribeEndpoint in the endpoint's account"):
         endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
@@ -152,7 +173,7 @@ def check_in_service(sagemaker, endpoint_name: str) -> str:
         raise SmokeTestFailure(f"endpoint {endpoint_name} is {status}, not InService{reason}",
                                f"aws sagemaker describe-endpoint --endpoint-name {endpoint_name}; "
                                f"see {log_group(endpoint_name)}")
-    return status
+    return endpoint
 
 
 def example_payload(content_type: str) -> bytes:
@@ -160,13 +181,18 @@ def example_payload(content_type: str) -> bytes:
     return base64_image_request([image]) if content_type == "application/json" else image
 
 
-def invoke(runtime, endpoint_name: str, body: bytes, content_type: str) -> Tuple[int, bytes, int]:
-    """(HTTP status, answer body, milliseconds); SageMaker raises for anything but 2xx."""
+def invoke(runtime, endpoint_name: str, body: bytes, content_type: str,
+           inference_component: Optional[str] = None) -> Tuple[int, bytes, int]:
+    """(HTTP status, answer body, milliseconds); SageMaker raises for anything but 2xx.
+    inference_component: required by an endpoint that hosts inference components (InvokeEndpoint's
+    InferenceComponentName)."""
     started = time.monotonic()
-    with aws_call(f"invoke endpoint {endpoint_name} in {runtime.meta.region_name}",
-                  f"the caller needs sagemaker:InvokeEndpoint; see {log_group(endpoint_name)}"):
+    target = {"InferenceComponentName": inference_component} if inference_component else {}
+    where = f"inference component {inference_component} of " if inference_component else ""
+    with aws_call(f"invoke {where}endpoint {endpoint_name} in {runtime.meta.region_name}",
+                  f"the caller needs sagemaker:InvokeEndpoint; see {log_group(endpoint_name, inference_component)}"):
         response = runtime.invoke_endpoint(EndpointName=endpoint_name, ContentType=content_type,
-                                           Accept="application/json", Body=body)
+                                           Accept="application/json", Body=body, **target)
         answer_body = response["Body"].read()  # inside: reading the stream can time out too
     elapsed_ms = round((time.monotonic() - started) * 1000)
     return response["ResponseMetadata"]["HTTPStatusCode"], answer_body, elapsed_ms
@@ -280,8 +306,71 @@ def _client_failure(step: str, error: ClientError, investigate: str) -> SmokeTes
     return SmokeTestFailure(f"{step}: {code}: {message}", investigate)
 
 
-def log_group(endpoint_name: str) -> str:
+def log_group(endpoint_name: str, inference_component: Optional[str] = None) -> str:
+    if inference_component:  # a component's containers log under its own name
+        return f"CloudWatch log group /aws/sagemaker/InferenceComponents/{inference_component}"
     return f"CloudWatch log group /aws/sagemaker/Endpoints/{endpoint_name}"
+
+
+# ---------------------------------------------------------------- endpoints that scale to zero (inference components)
+
+
+def find_inference_component(sagemaker, endpoint: dict, endpoint_name: str) -> Optional[str]:
+    """The one inference component of an endpoint with managed instance scaling (this app's scale-to-zero endpoints);
+    None for an endpoint that serves its model from the variant, without asking anything more."""
+    variants = endpoint.get("ProductionVariants") or []
+    if not any((v.get("ManagedInstanceScaling") or {}).get("Status") == "ENABLED" for v in variants):
+        return None
+    with aws_call(f"list the inference components of endpoint {endpoint_name}",
+                  "the caller needs sagemaker:ListInferenceComponents"):
+        listed = sagemaker.list_inference_components(EndpointNameEquals=endpoint_name)["InferenceComponents"]
+    names = sorted(component["InferenceComponentName"] for component in listed)
+    if len(names) != 1:
+        found = ", ".join(names) if names else "none"
+        raise SmokeTestFailure(f"endpoint {endpoint_name} has managed instance scaling, so its model should be one "
+                               f"inference component; found {found}",
+                               f"aws sagemaker list-inference-components --endpoint-name-equals {endpoint_name}")
+    return names[0]
+
+
+def inference_component_copies(sagemaker, component: str) -> int:
+    """Its current copies; SmokeTestFailure if it failed."""
+    with aws_call(f"describe inference component {component}",
+                  "the caller needs sagemaker:DescribeInferenceComponent"):
+        described = sagemaker.describe_inference_component(InferenceComponentName=component)
+    if described.get("InferenceComponentStatus") == "Failed":
+        reason = f": {one_line(described['FailureReason'])}" if described.get("FailureReason") else ""
+        raise SmokeTestFailure(f"inference component {component} is Failed{reason}",
+                               f"aws sagemaker describe-inference-component --inference-component-name {component}; "
+                               f"see {log_group('', component)}")
+    return (described.get("RuntimeConfig") or {}).get("CurrentCopyCount", 0)
+
+
+def wake_if_scaled_to_zero(sagemaker, runtime, endpoint_name: str, component: str, body: bytes, content_type: str,
+                           log, wake_timeout: float) -> None:
+    """A component with no copy answers nothing until its NoCapacityInvocationFailures alarm adds one: send one
+    request to raise that alarm (it fails, as every client's does meanwhile), then wait for a copy."""
+    copies = inference_component_copies(sagemaker, component)
+    if copies:
+        log(f"inference component {component}: {copies} cop{'y' if copies == 1 else 'ies'}")
+        return
+    log(f"inference component {component}: scaled to zero; one request starts a copy (several minutes)")
+    try:
+        invoke(runtime, endpoint_name, body, content_type, inference_component=component)
+    except SmokeTestFailure as expected:  # no copy to answer: SageMaker counts a NoCapacityInvocationFailure
+        log(f"wake-up request failed as expected: {one_line(expected.what, 200)}")
+    started = _clock()
+    while not copies:
+        waited = _clock() - started
+        if waited >= wake_timeout:
+            raise SmokeTestFailure(
+                f"inference component {component} still has no copy {round(waited)} s after a request",
+                f"check its NoCapacityInvocationFailures alarm and scaling activities "
+                f"(aws application-autoscaling describe-scaling-activities --service-namespace sagemaker "
+                f"--resource-id inference-component/{component}); raise --wake-timeout if it is still starting")
+        _sleep(WAKE_POLL_SECONDS)
+        copies = inference_component_copies(sagemaker, component)
+    log(f"inference component {component}: a copy answers after {round(_clock() - started)} s")
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -1,4 +1,6 @@
 """Stateful: the model artifact bucket and its key. Retained and termination-protected in prod."""
+from typing import Sequence
+
 from aws_cdk import Fn, Stack
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -8,9 +10,11 @@ from stacks.constructs.artifact_bucket import ArtifactBucket
 
 
 class ArtifactStoreStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, retain_data: bool, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, retain_data: bool,
+                 expiry_rules: Sequence[s3.LifecycleRule] = (), **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.store = ArtifactBucket(self, "Artifacts", retain=retain_data)
+        # expiry_rules: what the serving features write under the bucket (data capture, async answers) expires.
+        self.store = ArtifactBucket(self, "Artifacts", retain=retain_data, extra_lifecycle_rules=expiry_rules)
         # Named exports: readable in `cdk diff`, and stable strings for the cdk-nag acknowledgements.
         self.bucket_arn_export = f"{self.stack_name}-ModelArtifactBucketArn"
         self.key_arn_export = f"{self.stack_name}-ModelArtifactKeyArn"

@@ -22,6 +22,7 @@ from constructs import Construct
 from config import AppConfig, EnvironmentConfig, ModelDeployment
 from stacks.constructs.pipeline_acknowledgments import acknowledge_pipeline_findings
 from config.loader import resolve_in_region
+from config.shadow import with_shadow
 from stacks.pipeline_deploy_input import deploy_from_templates_only
 from stacks.pipeline_steps import cdk_cli_version, runtime_export_step, smoke_test_step, synth_step
 from runtimes import runtime_for
@@ -63,6 +64,8 @@ class PipelineStack(Stack):
                         role_arn=stage.smoke_test_role.output,
                         # The SSD detector answers detections, not classes.
                         endpoints={env.endpoint_name(m.name): m.spec.framework == "mxnet" for m in env.models},
+                        # serving.profile: async: called through S3 and polled (smoke_test/async_check.py).
+                        async_endpoints={env.endpoint_name(m.name) for m in env.models if m.target.is_async},
                     )
                 ]
             self.pipeline.add_stage(stage, pre=pre, post=post)
@@ -92,8 +95,9 @@ def _torchscript_models_by_runtime(config: AppConfig, region: str) -> Dict[str, 
     by_runtime = defaultdict(list)
     for name, model in config.models.items():
         if model.framework == "pytorch":
-            deployment = resolve_in_region(name, model, region)
-            target = deployment.target
-            by_runtime[runtime_for(target.framework, target.framework_version, target.profile, where=f"model {name!r}").name].append(deployment)
+            # serving.shadow: the shadow's artifact (<name>.shadow) is exported by its own profile's runtime too.
+            for deployment in with_shadow(resolve_in_region(name, model, region), region):
+                target = deployment.target
+                by_runtime[runtime_for(target.framework, target.framework_version, target.profile, where=f"model {name!r}").name].append(deployment)
     return dict(sorted(by_runtime.items()))
 

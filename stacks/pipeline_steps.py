@@ -6,8 +6,9 @@ torch, inside the runtime's own Deep Learning Container image (the image URI the
 from the SageMaker SDK tables), and the synth step only packages that archive.
 """
 import json
+import math
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Collection, Dict, Mapping, Sequence
 
 from aws_cdk import CfnOutput, Duration, Stack, pipelines
 from aws_cdk import aws_codebuild as codebuild
@@ -19,6 +20,7 @@ from config import AppConfig, ModelDeployment
 from config.partitions import partition_of
 from config.serving_targets import image_registry_and_repository
 from runtimes import RUNTIMES as SERVING_RUNTIMES
+from smoke_test.async_check import DEFAULT_WAIT_SECONDS as ASYNC_WAIT_SECONDS
 
 REPO = Path(__file__).resolve().parent.parent
 # PyPI's Linux torch wheel pulls several GB of CUDA; the CPU build is all the build step needs.
@@ -142,12 +144,17 @@ def synth_step(source: pipelines.IFileSetProducer, config: AppConfig, runtime_ex
 
 def smoke_test_step(
     source: pipelines.IFileSetProducer, *, region: str, account: str, role_name: str, runner: iam.IRole,
-    role_arn: CfnOutput, endpoints: Mapping[str, bool],
+    role_arn: CfnOutput, endpoints: Mapping[str, bool], async_endpoints: Collection[str] = (),
 ) -> pipelines.CodeBuildStep:
     """One action that checks every endpoint of the stage (`endpoints`: name -> is the SSD detector) with the example
     image, from the tools account, through the stage's role (`role_name`, which trusts only `runner`, the CodeBuild role
-    this step runs as). One action, not one per model: CodePipeline allows 50 actions per stage. Each failure is named."""
-    endpoint_args = " ".join(f"--{'detector-' if detector else ''}endpoint-name {name}" for name, detector in sorted(endpoints.items()))
+    this step runs as). One action, not one per model: CodePipeline allows 50 actions per stage. Each failure is named.
+    `async_endpoints` (serving.profile: async) are called through S3 and polled (smoke_test/async_check.py)."""
+    endpoint_args = " ".join(f"--{'async-' if name in async_endpoints else ''}{'detector-' if detector else ''}endpoint-name {name}"
+                             for name, detector in sorted(endpoints.items()))
+    # An async endpoint scaled to zero starts an instance before it answers: the step waits that long more, once
+    # (the endpoints are checked concurrently).
+    async_minutes = math.ceil(ASYNC_WAIT_SECONDS / 60) if set(async_endpoints) & set(endpoints) else 0
     return pipelines.CodeBuildStep(
         "SmokeTest",
         input=source,
@@ -161,5 +168,5 @@ def smoke_test_step(
         role_policy_statements=[
             iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[f"arn:{partition_of(region)}:iam::{account}:role/{role_name}"])
         ],
-        timeout=Duration.minutes(15 + len(endpoints) // 8),
+        timeout=Duration.minutes(15 + len(endpoints) // 8 + async_minutes),
     )

@@ -9,6 +9,8 @@ from config import EnvironmentConfig
 from config.placement import serving_stack_id
 from config.schema import ARTIFACT_STORE_STACK
 from stacks.artifact_store_stack import ArtifactStoreStack
+from stacks.constructs.async_inference import expiration_rules as async_expiration_rules
+from stacks.constructs.data_capture import expiration_rules as capture_expiration_rules
 from stacks.cost_tags import cost_tags, tag_resources
 from stacks.serving_stack import ServingStack
 
@@ -25,6 +27,8 @@ class ServingStage(Stage):
             ARTIFACT_STORE_STACK,
             stack_name=environment.stack_name(ARTIFACT_STORE_STACK),
             retain_data=environment.retain_data,
+            # what data capture and async inference write under the bucket expires
+            expiry_rules=[*capture_expiration_rules(environment.data_capture), *async_expiration_rules(environment.models)],
             termination_protection=environment.termination_protection,
             description=f"Model artifact store ({environment.name}): stateful",
             tags=tags,

@@ -135,10 +135,14 @@ def test_cpu_instance_on_the_gpu_profile(tmp_path):
     assert "has no GPU" in _error(tmp_path, change)
 
 
-@pytest.mark.parametrize("key", ["initial_instance_count", "min_instances", "max_instances"])
-def test_instance_counts_below_one(tmp_path, key):
-    message = _error(tmp_path, lambda m: m["scaling"].update({key: 0}))
-    assert f"scaling.{key} = 0" in message and "greater than or equal to 1" in message
+@pytest.mark.parametrize("key, value, minimum", [
+    ("initial_instance_count", 0, 1),  # an inference component is created with at least one copy
+    ("max_instances", 0, 1),
+    ("min_instances", -1, 0),  # 0 is scale to zero (tests/test_scale_to_zero.py)
+])
+def test_instance_counts_below_one(tmp_path, key, value, minimum):
+    message = _error(tmp_path, lambda m: m["scaling"].update({key: value}))
+    assert f"scaling.{key} = {value}" in message and f"greater than or equal to {minimum}" in message
 
 
 def test_min_greater_than_max(tmp_path):

@@ -3,7 +3,9 @@ import contextlib
 import datetime
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from botocore.stub import Stubber
 
 from config.serving_targets import PROFILE_DEFAULTS
 from cost import estimate, prices, report
+from config import load_config
 from cost.__main__ import main
 from tests.conftest import REPO, make_config
 
@@ -161,12 +164,19 @@ def test_cli_prints_every_environment_and_option(shipped_run):
     for env in ("dev", "staging", "prod"):
         section = next(s for s in sections if s.startswith(f"{env} (us-east-1) / image-classifier"))
         rows = section.splitlines()[2:]
-        assert [row.split()[0] for row in rows] == ["eia", "gpu", "cpu", "serverless"], section
+        assert [_name(row) for row in rows] == ["eia *", "gpu", "cpu", "serverless", *TO_ZERO_ROWS], section
         eia = rows[0]
         assert "eia *" in eia and "1 x ml.m5.large + ml.eia2.medium" in eia and "206.59" in eia
         assert "61.6% less" in eia  # 1 - 206.59 / 537.572
         assert "537.57" in rows[1] and "same" in rows[1] and "ml.g4dn.xlarge" in rows[1]
         assert "3072 MB" in rows[3]
+
+
+TO_ZERO_ROWS = ["cpu to zero", "gpu to zero", "async to zero"]
+
+
+def _name(row: str) -> str:
+    return re.split(r"\s{2,}", row.strip())[0]
 
 
 def test_cli_writes_png_json_and_markdown(shipped_run):
@@ -181,7 +191,7 @@ def test_cli_writes_png_json_and_markdown(shipped_run):
     configured = document["estimates"][0]["options"][0]
     assert configured["configured"] and configured["monthly"] == pytest.approx(206.59)
     markdown = (out / "cost.md").read_text()
-    assert markdown.count("| prod (us-east-1) | image-classifier |") == 4
+    assert markdown.count("| prod (us-east-1) | image-classifier |") == 7
 
 
 def test_missing_prices_print_na_and_the_chart_still_draws(tmp_path, capsys):
@@ -204,8 +214,9 @@ def test_a_region_missing_from_the_table_is_all_na(tmp_path, capsys):
     status = main(SHIPPED_CONFIG + ["--prices", str(table), "--out", str(tmp_path / "out")])
     text = capsys.readouterr().out
     assert status == 0
-    rows = [line for line in text.splitlines() if line.startswith("  ") and not line.strip().startswith("option")]
-    assert len(rows) == 4 * 3 * len(SHIPPED_MODELS) and all("n/a" in row for row in rows)  # options x envs x models
+    options = text.split("\nscale to zero and async")[0]
+    rows = [line for line in options.splitlines() if line.startswith("  ") and not line.strip().startswith("option")]
+    assert len(rows) == 7 * 3 * len(SHIPPED_MODELS) and all("n/a" in row for row in rows)  # options x envs x models
     assert "as of 2024-01-31" in text
     document = json.loads((tmp_path / "out" / "cost.json").read_text())
     assert all(o["monthly"] is None for e in document["estimates"] for o in e["options"])
@@ -225,7 +236,11 @@ def test_flags_override_the_assumptions(tmp_path, capsys):
 
 def test_bad_flags_and_files_exit_1_with_one_line(tmp_path, capsys):
     assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--latency-ms", "tpu=3"]) == 1
-    assert "profile must be one of eia, gpu, cpu, serverless" in capsys.readouterr().err
+    assert "profile must be one of eia, gpu, cpu, serverless, async" in capsys.readouterr().err
+    assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--idle-fraction", "dev=1"]) == 1
+    assert "idle_fraction.dev = 1.0" in capsys.readouterr().err
+    assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--idle-fraction", "dev=most"]) == 1
+    assert "--idle-fraction 'dev=most': 'most' is not a fraction" in capsys.readouterr().err
     assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--requests-per-second", "0"]) == 1
     assert "requests_per_second = 0.0" in capsys.readouterr().err
     assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--prices", str(tmp_path / "missing.json")]) == 1
@@ -313,3 +328,81 @@ def test_cli_live_denied_prints_one_line_and_uses_the_table(tmp_path, capsys):
                      "when calling the GetProducts operation: not allowed: pricing:GetProducts); using the table as of "
                      f"{SHIPPED['as_of']}"]
     assert "206.59" in text
+
+
+# ---------------------------------------------------------------- scale to zero and async: the idle fraction
+
+
+def _assumptions(**idle):
+    return report.Assumptions(1.0, 0.0, {p: 800.0 for p in report.PROFILES}, "test", idle)
+
+
+def test_scale_to_zero_bills_only_the_active_share(hand_table):
+    # 0.2 $/h x 730 h x (1 - 0.75) = 36.5 $; the always-on month is 146 $
+    assert estimate.monthly_cost_when_active("xx-test-1", "ml.c5.xlarge", None, 1, 0.75, table=hand_table) == pytest.approx(36.5)
+    assert estimate.monthly_cost_when_active("xx-test-1", "ml.c5.xlarge", None, 1, 0.0, table=hand_table) == pytest.approx(146)
+    assert estimate.monthly_cost_when_active("xx-test-1", "ml.x99.huge", None, 1, 0.75, table=hand_table) is None
+
+
+def test_to_zero_rows_against_the_configured_profile_by_hand(hand_table):
+    deployment = load_config(REPO / "config").environment("dev").models[0]  # image-classifier, eia, min_instances 1
+    item = report.estimate_model("dev", "xx-test-1", deployment, _assumptions(dev=0.75), hand_table)
+    rows = {option.name: option for option in item.options}
+    assert list(rows) == ["eia", "gpu", "cpu", "serverless", *TO_ZERO_ROWS]
+    assert rows["eia"].configured and rows["eia"].monthly == pytest.approx(182.5)  # (0.1 + 0.15) x 730
+    assert rows["cpu to zero"].monthly == pytest.approx(36.5)  # 0.2 x 730 x 0.25
+    assert rows["cpu to zero"].saving_vs_configured == pytest.approx(0.8)  # 1 - 36.5 / 182.5
+    assert rows["gpu to zero"].monthly == pytest.approx(146)  # the cheapest GPU, 0.8 x 730 x 0.25
+    assert rows["async to zero"].monthly == pytest.approx(36.5)  # the async profile's ml.c5.xlarge
+    assert rows["cpu"].monthly == pytest.approx(146) and rows["cpu"].saving_vs_configured == pytest.approx(0.2)
+    # The async profile's S3 and SNS requests follow the traffic, not the instances: 1 req/s x 2,628,000 s x
+    # (2 PUTs x 0.005 + 1 GET x 0.0004) / 1000 + 1 SNS x 0.5 / 1e6 = 2,628,000 x 0.0000109 = 28.6452 $
+    usd = (2 * 0.005 + 0.0004) / 1000 + 0.5 / 1_000_000
+    assert report.load_assumptions().async_request_usd == pytest.approx(usd)
+    priced = {o.name: o for o in report.estimate_model("dev", "xx-test-1", deployment,
+                                                        replace(_assumptions(dev=0.75), async_request_usd=usd), hand_table).options}
+    assert priced["async to zero"].monthly == pytest.approx(36.5 + 28.6452)
+    assert priced["async to zero"].cost_per_million == pytest.approx(0.2 / 4500 * 1e6 + 10.9)  # 44.44 + 10.90
+    assert "incl. $28.65 S3 + SNS requests" in priced["async to zero"].notes
+    assert priced["cpu to zero"].monthly == pytest.approx(36.5)  # real-time: no request charges besides the instance
+    # An environment with no idle fraction is never idle: scaling to zero saves nothing there.
+    prod = {o.name: o for o in report.estimate_model("prod", "xx-test-1", deployment, _assumptions(dev=0.75), hand_table).options}
+    assert prod["cpu to zero"].monthly == pytest.approx(prod["cpu"].monthly)
+
+
+def test_a_configured_scale_to_zero_model_is_priced_at_one_instance_when_active(hand_table):
+    shipped = load_config(REPO / "config").environment("dev").models[0]
+    deployment = replace(shipped, scaling=shipped.scaling.model_copy(update={"min_instances": 0}),
+                         target=replace(shipped.target, profile="cpu", instance_type="ml.c5.xlarge", accelerator_type=None))
+    item = report.estimate_model("dev", "xx-test-1", deployment, _assumptions(dev=0.5), hand_table)
+    (configured,) = [o for o in item.options if o.configured]
+    assert configured.name == "cpu to zero" and item.configured_profile == "cpu to zero"
+    assert configured.instance_count == 1 and configured.monthly == pytest.approx(73)  # 0.2 x 730 x 0.5
+    assert [o.name for o in item.options].count("cpu to zero") == 1  # not repeated as an alternative
+    always_on = next(o for o in item.options if o.name == "cpu")
+    assert always_on.monthly == pytest.approx(146) and always_on.saving_vs_configured == pytest.approx(-1.0)
+
+
+def test_cli_shows_what_scale_to_zero_and_async_save_in_dev_and_staging(shipped_run):
+    _, text, out = shipped_run
+    summary = text.split("\nscale to zero and async")[1].splitlines()
+    rows = {line.split()[0]: line for line in summary[2:] if line.startswith("  ")}
+    assert set(rows) == {"dev", "staging", "prod"}
+    for env, idle in (("dev", "70%"), ("staging", "80%")):
+        assert rows[env].split()[1] == idle and rows[env].count("less") == 3, rows[env]
+    # dev, both models on EIA: (0.115 + 0.168) x 730 + (0.204 + 0.54) x 730 = 600.79; cpu/async to zero 2 x 148.92 x 0.3
+    assert "600.79" in rows["dev"] and "89.35 (85.1% less)" in rows["dev"]
+    assert "0%" in rows["prod"]
+    markdown = (out / "cost.md").read_text()
+    assert "| dev | 70% | 600.79 | 89.35 (85.1% less) |" in markdown
+    dev = next(s for s in text.split("\n\n") if s.startswith("dev (us-east-1) / image-classifier"))
+    cpu_to_zero = next(line for line in dev.splitlines() if _name(line) == "cpu to zero")
+    assert "1 x ml.c5.xlarge, 30% of the month" in cpu_to_zero and "44.68" in cpu_to_zero  # 0.204 x 730 x 0.3
+
+
+def test_idle_fraction_flag_overrides_the_file(tmp_path, capsys):
+    assert main(SHIPPED_CONFIG + ["--out", str(tmp_path), "--no-chart", "--idle-fraction", "dev=0.9"]) == 0
+    text = capsys.readouterr().out
+    assert "idle share of the month dev 90%, staging 80%, prod 0%" in text
+    dev = next(s for s in text.split("\n\n") if s.startswith("dev (us-east-1) / image-classifier"))
+    assert "14.89" in next(line for line in dev.splitlines() if _name(line) == "cpu to zero")  # 0.204 x 730 x 0.1

@@ -116,8 +116,8 @@ def test_the_mxnet_detector_selects_its_runtime(detector_config, value, runtime,
 
 @pytest.mark.parametrize("value, message", [
     ("pytorch-2.6.0", "RUNTIME=pytorch-2.6.0 serves pytorch, but model 'object-detector' is a mxnet model; one of: "
-                      "eia-mxnet-1.4.1, mxnet-1.9.0, eia, gpu, cpu, serverless, eia-1.4.1"),
-    ("tpu", "RUNTIME=tpu: no such runtime or profile; one of: eia-mxnet-1.4.1, mxnet-1.9.0, eia, gpu, cpu, serverless, eia-1.4.1"),
+                      "eia-mxnet-1.4.1, mxnet-1.9.0, eia, gpu, cpu, serverless, async, eia-1.4.1"),
+    ("tpu", "RUNTIME=tpu: no such runtime or profile; one of: eia-mxnet-1.4.1, mxnet-1.9.0, eia, gpu, cpu, serverless, async, eia-1.4.1"),
     ("eia-1.5.1", "no local runtime mirrors the mxnet 1.5.1 Elastic Inference image"),
 ])
 def test_the_detector_s_runtime_errors_list_the_mxnet_choices(detector_config, value, message):

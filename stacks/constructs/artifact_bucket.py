@@ -1,4 +1,6 @@
 """The model artifact store: a KMS-encrypted, versioned, access-logged S3 bucket."""
+from typing import Sequence
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -13,7 +15,8 @@ ACCESS_LOG_DAYS = 365
 
 
 class ArtifactBucket(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, retain: bool) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, retain: bool,
+                 extra_lifecycle_rules: Sequence[s3.LifecycleRule] = ()) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain else RemovalPolicy.DESTROY
         # Disposable environments empty their buckets on delete so `cdk destroy` succeeds.
@@ -51,7 +54,11 @@ class ArtifactBucket(Construct):
             versioned=True,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="model-artifacts/",
-            lifecycle_rules=[s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS))],
+            lifecycle_rules=[
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS)),
+                # data capture's and async inference's expiry, when the environment has them
+                *extra_lifecycle_rules,
+            ],
             removal_policy=removal,
             auto_delete_objects=auto_delete,
         )

@@ -2,7 +2,7 @@
 
 They page nobody by themselves; SageMaker watches them to roll back a blue/green update.
 """
-from typing import List
+from typing import List, Optional
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -13,21 +13,26 @@ from config.schema import AlarmSpec
 NAMESPACE = "AWS/SageMaker"
 
 
-def endpoint_metric(endpoint_name: str, variant_name: str, metric_name: str, statistic: str) -> cloudwatch.Metric:
+def endpoint_metric(endpoint_name: str, variant_name: str, metric_name: str, statistic: str,
+                    inference_component: Optional[str] = None) -> cloudwatch.Metric:
+    """inference_component: a model served as an inference component (scale to zero) reports its invocations under
+    InferenceComponentName alone (SageMaker Developer Guide, "SageMaker AI metrics in Amazon CloudWatch")."""
     return cloudwatch.Metric(
         namespace=NAMESPACE,
         metric_name=metric_name,
-        dimensions_map={"EndpointName": endpoint_name, "VariantName": variant_name},
+        dimensions_map={"InferenceComponentName": inference_component} if inference_component
+        else {"EndpointName": endpoint_name, "VariantName": variant_name},
         statistic=statistic,
         period=Duration.minutes(1),
     )
 
 
 class EndpointAlarms(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, variant_name: str, spec: AlarmSpec) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, endpoint_name: str, variant_name: str, spec: AlarmSpec,
+                 inference_component: Optional[str] = None) -> None:
         super().__init__(scope, construct_id)
         minutes = spec.evaluation_minutes
-        self.server_errors = endpoint_metric(endpoint_name, variant_name, "Invocation5XXErrors", "Sum").create_alarm(
+        self.server_errors = endpoint_metric(endpoint_name, variant_name, "Invocation5XXErrors", "Sum", inference_component).create_alarm(
             self,
             "ServerErrors",
             threshold=spec.max_5xx_errors_per_minute,
@@ -36,7 +41,7 @@ class EndpointAlarms(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=f"{endpoint_name}: >= {spec.max_5xx_errors_per_minute} 5xx answers a minute for {minutes} min",
         )
-        self.latency = endpoint_metric(endpoint_name, variant_name, "ModelLatency", "p90").create_alarm(
+        self.latency = endpoint_metric(endpoint_name, variant_name, "ModelLatency", "p90", inference_component).create_alarm(
             self,
             "ModelLatency",
             threshold=spec.max_model_latency_p90_ms * 1000,  # SageMaker reports ModelLatency in microseconds

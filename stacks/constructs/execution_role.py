@@ -10,6 +10,7 @@ from constructs import Construct, IConstruct
 from config import ModelDeployment
 from config.serving_targets import image_registry_and_repository
 from stacks.artifact_store_stack import ImportedArtifactStore
+from stacks.constructs.inference_component import grant_inference_component_logs
 
 SAGEMAKER_FULL_ACCESS = "AmazonSageMakerFullAccess"
 
@@ -68,6 +69,15 @@ class ModelExecutionRole(Construct):
                 resources=[stack.format_arn(service="ecr", account=registry, resource="repository", resource_name=repository)],
             )
         )
+        if deployment.shadow is not None:  # serving.shadow's Model runs its own profile's image (config/shadow.py)
+            shadow_registry, shadow_repository = image_registry_and_repository(deployment.shadow.image_uri)
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                    resources=[stack.format_arn(service="ecr", account=shadow_registry, resource="repository",
+                                                resource_name=shadow_repository)],
+                )
+            )
         log_group = stack.format_arn(
             service="logs",
             resource="log-group",
@@ -80,6 +90,8 @@ class ModelExecutionRole(Construct):
                 resources=[log_group, f"{log_group}:*"],
             )
         )
+        if deployment.uses_inference_component:  # scale to zero: the component's containers log under its own name
+            grant_inference_component_logs(self.role, endpoint_name)
         if rollback_alarms:  # SageMaker reads them during a blue/green update
             self.role.add_to_policy(
                 iam.PolicyStatement(actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in rollback_alarms])

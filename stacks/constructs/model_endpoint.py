@@ -21,6 +21,8 @@ from cost.estimate import monthly_cost
 from cost.prices import default_table
 from config.container import container_environment
 from config.serving_targets import EIA_SUCCESSOR_PROFILE, eia_successor, has_local_instance_storage
+from stacks.constructs.shadow_variant import shadow_allows_a_kms_key
+from stacks.constructs.inference_component import inference_component_variant
 
 VARIANT_NAME = "AllTraffic"
 
@@ -50,6 +52,12 @@ class ModelEndpoint(Construct):
         role: iam.IRole,
         volume_key: Optional[kms.IKey],
         config_file: str,
+        # The environment's data capture (stacks/constructs/data_capture.py); None: no capture.
+        data_capture_config: Optional[sagemaker.CfnEndpointConfig.DataCaptureConfigProperty] = None,
+        # serving.shadow's variant (stacks/constructs/shadow_variant.py); None: no shadow.
+        shadow_production_variants: Optional[Sequence[sagemaker.CfnEndpointConfig.ProductionVariantProperty]] = None,
+        # serving.profile: async (stacks/constructs/async_inference.py); None: a real-time endpoint.
+        async_inference_config: Optional[sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty] = None,
     ) -> None:
         super().__init__(scope, construct_id)
         target = deployment.target
@@ -67,8 +75,15 @@ class ModelEndpoint(Construct):
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
-            kms_key_id=volume_key.key_arn if volume_key is not None and _volume_takes_a_kms_key(self, deployment) else None,
+            kms_key_id=volume_key.key_arn if volume_key is not None and _volume_takes_a_kms_key(self, deployment)
+            and shadow_allows_a_kms_key(self, deployment) else None,
             production_variants=[_variant(deployment, self.model.attr_model_name)],
+            # scaling.min_instances: 0 (stacks/constructs/inference_component.py): SageMaker needs the role on the
+            # endpoint config of an endpoint that hosts inference components.
+            execution_role_arn=role.role_arn if deployment.uses_inference_component else None,
+            data_capture_config=data_capture_config,
+            shadow_production_variants=shadow_production_variants,
+            async_inference_config=async_inference_config,
         )
         self.endpoint = sagemaker.CfnEndpoint(
             self,
@@ -133,6 +148,8 @@ def _cost_comparison(deployment: ModelDeployment, successor_instance_type: str) 
 
 def _variant(deployment: ModelDeployment, model_name: str) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
     target = deployment.target
+    if deployment.uses_inference_component:  # instances only: the model is the inference component's
+        return inference_component_variant(deployment, VARIANT_NAME)
     if target.is_serverless:
         return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=VARIANT_NAME,
@@ -174,6 +191,8 @@ TRAFFIC_ROUTING = {"canary": "CANARY", "linear": "LINEAR", "all_at_once": "ALL_A
 
 def _blue_green(deployment: ModelDeployment, alarms: Sequence[cloudwatch.IAlarm]):
     """Blue/green with rollback on the alarms; None for EIA, which only ever updated all at once."""
+    if deployment.uses_inference_component:  # the component rolls its copies over itself, with these alarms
+        return None
     if deployment.target.profile == "eia":
         return None
     spec = deployment.spec.serving.deployment
