@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from config.errors import ConfigError
 from config.schema import ModelDeployment, ModelSpec, ServingTarget
 from config import scale_to_zero, async_inference, data_capture, shadow
 
 
 def resolve_shadow(spec: ModelSpec, region: str, where: str, env_where: str) -> Optional[ServingTarget]:
+    """serving.shadow resolved like a live profile (config/shadow.py), or None."""
     return shadow.resolve(spec, region, where, env_where)
 
 

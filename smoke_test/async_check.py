@@ -19,11 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import boto3
-from botocore.config import Config
-
-from smoke_test.check import (BUG_HINT, DEFAULT_PARALLEL, MAX_PARALLEL, BadAnswer, Outcome,
-                              SmokeTestFailure, _assumed_role_session, answer_summary, aws_call, check_answer,
+from smoke_test.check import (BUG_HINT, DEFAULT_PARALLEL, BadAnswer, Outcome,
+                              SmokeTestFailure, answer_summary, aws_call, check_answer, client_session,
                               check_detection_answer, describe_in_service, example_payload, log_group, one_line)
 
 # An async endpoint scaled to zero first starts an instance (the backlog alarm, then the instance and the model:
@@ -67,11 +64,7 @@ class AsyncLayout:
 
 def make_s3_client(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60, sts_client=None):
     """An S3 client with the same settings and role as check.make_clients' (one more sts:AssumeRole)."""
-    config = Config(connect_timeout=10, read_timeout=timeout, retries={"mode": "standard", "total_max_attempts": 2},
-                    max_pool_connections=MAX_PARALLEL)
-    session = boto3.session.Session(region_name=region)
-    if role_arn:
-        session = _assumed_role_session(sts_client or session.client("sts", config=config), role_arn, region)
+    session, config = client_session(region, role_arn, timeout, sts_client)
     with aws_call("create the S3 client", "pass --region or set AWS_REGION"):
         return session.client("s3", config=config)
 

@@ -62,14 +62,21 @@ class Outcome:
     reason: str = ""
 
 
-def make_clients(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60, sts_client=None):
-    """sagemaker and sagemaker-runtime clients; with role_arn, as that role (the endpoint is in the stage's account)."""
+def client_session(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60,
+                   sts_client=None) -> Tuple[boto3.session.Session, Config]:
+    """A session (with role_arn, as that role: the endpoint is in the stage's account) and the clients' settings."""
     # Few retries and a bounded wait: a smoke test should fail fast and clearly, not hang the pipeline.
     config = Config(connect_timeout=10, read_timeout=timeout, retries={"mode": "standard", "total_max_attempts": 2},
                     max_pool_connections=MAX_PARALLEL)
     session = boto3.session.Session(region_name=region)
     if role_arn:
         session = _assumed_role_session(sts_client or session.client("sts", config=config), role_arn, region)
+    return session, config
+
+
+def make_clients(region: Optional[str], role_arn: Optional[str] = None, timeout: float = 60, sts_client=None):
+    """sagemaker and sagemaker-runtime clients, as client_session makes them."""
+    session, config = client_session(region, role_arn, timeout, sts_client)
     with aws_call("create AWS clients", "pass --region or set AWS_REGION"):
         return session.client("sagemaker", config=config), session.client("sagemaker-runtime", config=config)
 

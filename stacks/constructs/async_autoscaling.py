@@ -8,12 +8,12 @@ with none running (target tracking alone waits until the backlog exceeds its tar
 from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from config import ModelDeployment
-from stacks.constructs.endpoint_alarms import NAMESPACE
+from stacks.constructs.endpoint_alarms import sagemaker_metric
+from stacks.constructs.endpoint_autoscaling import scale_out_from_zero, variant_scalable_target
 
 BACKLOG_PER_INSTANCE = "ApproximateBacklogSizePerInstance"
 BACKLOG_WITHOUT_CAPACITY = "HasBacklogWithoutCapacity"
@@ -21,13 +21,7 @@ BACKLOG_WITHOUT_CAPACITY = "HasBacklogWithoutCapacity"
 
 def endpoint_queue_metric(endpoint_name: str, metric_name: str, statistic: str = "Average") -> cloudwatch.Metric:
     """The async queue's metrics carry the EndpointName dimension only (developer guide, "Monitor asynchronous endpoint")."""
-    return cloudwatch.Metric(
-        namespace=NAMESPACE,
-        metric_name=metric_name,
-        dimensions_map={"EndpointName": endpoint_name},
-        statistic=statistic,
-        period=Duration.minutes(1),
-    )
+    return sagemaker_metric(metric_name, {"EndpointName": endpoint_name}, statistic)
 
 
 class AsyncAutoscaling(Construct):
@@ -36,16 +30,8 @@ class AsyncAutoscaling(Construct):
         deployment: ModelDeployment,
     ) -> None:
         super().__init__(scope, construct_id)
-        scaling = deployment.scaling
-        self.target = appscaling.ScalableTarget(
-            self,
-            "Target",
-            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
-            resource_id=f"endpoint/{endpoint.attr_endpoint_name}/variant/{variant_name}",
-            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=scaling.min_instances,  # 0: async endpoints may scale to zero (the guide's MinCapacity=0)
-            max_capacity=scaling.max_instances,
-        )
+        # min_instances 0: async endpoints may scale to zero (the guide's MinCapacity=0)
+        self.target = variant_scalable_target(self, endpoint, variant_name, deployment.scaling)
         self.target.scale_to_track_metric(
             "BacklogPerInstance",
             target_value=deployment.spec.serving.async_inference.target_backlog_per_instance,
@@ -55,24 +41,9 @@ class AsyncAutoscaling(Construct):
 
     def _scale_from_zero(self, endpoint_name: str) -> cloudwatch.Alarm:
         """The guide's HasBacklogWithoutCapacity-ScalingPolicy and its alarm, with the guide's numbers."""
-        action = appscaling.StepScalingAction(
-            self,
-            "ScaleFromZero",
-            scaling_target=self.target,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            metric_aggregation_type=appscaling.MetricAggregationType.AVERAGE,
-            cooldown=Duration.seconds(300),
-        )
-        action.add_adjustment(adjustment=1, lower_bound=0)
-        alarm = endpoint_queue_metric(endpoint_name, BACKLOG_WITHOUT_CAPACITY).create_alarm(
-            self,
-            "BacklogWithoutCapacity",
-            threshold=1,
-            evaluation_periods=2,
-            datapoints_to_alarm=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        return scale_out_from_zero(
+            self, self.target, endpoint_queue_metric(endpoint_name, BACKLOG_WITHOUT_CAPACITY),
+            evaluation_periods=2, aggregation=appscaling.MetricAggregationType.AVERAGE, cooldown=Duration.seconds(300),
             treat_missing_data=cloudwatch.TreatMissingData.MISSING,
-            alarm_description=f"{endpoint_name}: requests wait with no instance running; starts one",
+            description=f"{endpoint_name}: requests wait with no instance running; starts one",
         )
-        alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(action))
-        return alarm

@@ -2,7 +2,7 @@
 
 They page nobody by themselves; SageMaker watches them to roll back a blue/green update.
 """
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -13,18 +13,19 @@ from config.schema import AlarmSpec
 NAMESPACE = "AWS/SageMaker"
 
 
+def sagemaker_metric(metric_name: str, dimensions: Dict[str, str], statistic: str) -> cloudwatch.Metric:
+    """A per-minute AWS/SageMaker metric."""
+    return cloudwatch.Metric(namespace=NAMESPACE, metric_name=metric_name, dimensions_map=dimensions, statistic=statistic,
+                             period=Duration.minutes(1))
+
+
 def endpoint_metric(endpoint_name: str, variant_name: str, metric_name: str, statistic: str,
                     inference_component: Optional[str] = None) -> cloudwatch.Metric:
     """inference_component: a model served as an inference component (scale to zero) reports its invocations under
     InferenceComponentName alone (SageMaker Developer Guide, "SageMaker AI metrics in Amazon CloudWatch")."""
-    return cloudwatch.Metric(
-        namespace=NAMESPACE,
-        metric_name=metric_name,
-        dimensions_map={"InferenceComponentName": inference_component} if inference_component
-        else {"EndpointName": endpoint_name, "VariantName": variant_name},
-        statistic=statistic,
-        period=Duration.minutes(1),
-    )
+    dimensions = {"InferenceComponentName": inference_component} if inference_component else {
+        "EndpointName": endpoint_name, "VariantName": variant_name}
+    return sagemaker_metric(metric_name, dimensions, statistic)
 
 
 class EndpointAlarms(Construct):

@@ -13,15 +13,15 @@ from typing import Optional, Sequence
 from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, Stack, Validations
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from config import ModelDeployment
 from config.scale_to_zero import copy_resources, inference_component_name
+from stacks.constructs.endpoint_alarms import sagemaker_metric
+from stacks.constructs.endpoint_autoscaling import scale_out_from_zero
 
-NAMESPACE = "AWS/SageMaker"
 NO_CAPACITY_METRIC = "NoCapacityInvocationFailures"
 # Scale-out from zero: one copy, then no second one while it starts. The guide says provisioning "takes several
 # minutes" (no figure); its example's 60 s cooldown would add a copy every minute of that wait, up to the maximum.
@@ -61,13 +61,7 @@ def inference_component_variant(deployment: ModelDeployment, variant_name: str) 
 def inference_component_metric(component_name: str, metric_name: str, statistic: str) -> cloudwatch.Metric:
     """Invocation metrics of one component (AWS/SageMaker, dimension InferenceComponentName; SageMaker Developer
     Guide, "SageMaker AI metrics in Amazon CloudWatch"): the endpoint's EndpointName+VariantName series stay empty."""
-    return cloudwatch.Metric(
-        namespace=NAMESPACE,
-        metric_name=metric_name,
-        dimensions_map={"InferenceComponentName": component_name},
-        statistic=statistic,
-        period=Duration.minutes(1),
-    )
+    return sagemaker_metric(metric_name, {"InferenceComponentName": component_name}, statistic)
 
 
 def grant_inference_component_logs(role: iam.Role, endpoint_name: str) -> None:
@@ -152,27 +146,13 @@ class InferenceComponentServing(Construct):
             target_value=scaling.target_invocations_per_instance,
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY,
         )
-        wake = appscaling.StepScalingAction(
-            self,
-            "ScaleOutFromZero",
-            scaling_target=target,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
-            cooldown=SCALE_OUT_COOLDOWN,
-        )
-        wake.add_adjustment(adjustment=1, lower_bound=0)
         # SageMaker emits NoCapacityInvocationFailures for a request that found no copy; one such request is enough.
-        self.no_capacity_alarm = inference_component_metric(self.name, NO_CAPACITY_METRIC, "Sum").create_alarm(
-            self,
-            "NoCapacity",
-            threshold=1,
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        self.no_capacity_alarm = scale_out_from_zero(
+            self, target, inference_component_metric(self.name, NO_CAPACITY_METRIC, "Sum"),
+            evaluation_periods=1, aggregation=appscaling.MetricAggregationType.MAXIMUM, cooldown=SCALE_OUT_COOLDOWN,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=f"{self.name}: a request found no copy of the model (scaled to zero); adds one copy",
+            description=f"{self.name}: a request found no copy of the model (scaled to zero); adds one copy",
         )
-        self.no_capacity_alarm.add_alarm_action(cloudwatch_actions.ApplicationScalingAction(wake))
         return target
 
 

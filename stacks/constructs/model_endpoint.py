@@ -21,7 +21,6 @@ from cost.estimate import monthly_cost
 from cost.prices import default_table
 from config.container import container_environment
 from config.serving_targets import EIA_SUCCESSOR_PROFILE, eia_successor, has_local_instance_storage
-from stacks.constructs.shadow_variant import shadow_allows_a_kms_key
 from stacks.constructs.inference_component import inference_component_variant
 
 VARIANT_NAME = "AllTraffic"
@@ -61,22 +60,11 @@ class ModelEndpoint(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         target = deployment.target
-        self.model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=role.role_arn,
-            enable_network_isolation=target.network_isolation,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=target.image_uri,
-                model_data_url=model_data_url,
-                environment=container_environment(deployment),
-            ),
-        )
+        self.model = sagemaker_model(self, "Model", deployment=deployment, model_data_url=model_data_url, role=role)
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
-            kms_key_id=volume_key.key_arn if volume_key is not None and _volume_takes_a_kms_key(self, deployment)
-            and shadow_allows_a_kms_key(self, deployment) else None,
+            kms_key_id=volume_key.key_arn if volume_key is not None and _volume_takes_a_kms_key(self, deployment) else None,
             production_variants=[_variant(deployment, self.model.attr_model_name)],
             # scaling.min_instances: 0 (stacks/constructs/inference_component.py): SageMaker needs the role on the
             # endpoint config of an endpoint that hosts inference components.
@@ -113,6 +101,23 @@ class ModelEndpoint(Construct):
             )
         )
         Annotations.of(self.endpoint_config).add_warning_v2("eia-end-of-life", eia_end_of_life_warning(deployment, config_file))
+
+
+def sagemaker_model(scope: Construct, construct_id: str, *, deployment: ModelDeployment, model_data_url: str,
+                    role: iam.IRole) -> sagemaker.CfnModel:
+    """A deployment's SageMaker Model: its image from the SDK tables, its artifact, its container settings."""
+    target = deployment.target
+    return sagemaker.CfnModel(
+        scope,
+        construct_id,
+        execution_role_arn=role.role_arn,
+        enable_network_isolation=target.network_isolation,
+        primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+            image=target.image_uri,
+            model_data_url=model_data_url,
+            environment=container_environment(deployment),
+        ),
+    )
 
 
 def eia_end_of_life_warning(deployment: ModelDeployment, config_file: str) -> str:
@@ -170,9 +175,10 @@ def _variant(deployment: ModelDeployment, model_name: str) -> sagemaker.CfnEndpo
 
 
 def _volume_takes_a_kms_key(scope: Construct, deployment: ModelDeployment) -> bool:
-    """Serverless endpoints take no KMS key; NVMe instance storage is hardware-encrypted and SageMaker
-    refuses a key there (config `serving.kms_on_local_storage: refuse` stops synthesis instead)."""
-    target = deployment.target
+    """Serverless endpoints take no KMS key; NVMe instance storage is hardware-encrypted and SageMaker refuses a key
+    there (config `serving.kms_on_local_storage: refuse` stops synthesis instead). One KmsKeyId covers every variant
+    of an EndpointConfig, so a shadow (serving.shadow) on such an instance drops it for the live variant too."""
+    target, shadow = deployment.target, deployment.shadow
     if target.is_serverless:
         return False
     if has_local_instance_storage(target.instance_type):
@@ -181,6 +187,14 @@ def _volume_takes_a_kms_key(scope: Construct, deployment: ModelDeployment) -> bo
             f"Model {deployment.name!r}: {target.instance_type} has local NVMe instance storage, where SageMaker "
             "rejects a KMS key on the endpoint config; the key is left out (the NVMe volume is hardware-encrypted). "
             "Set serving.kms_on_local_storage: refuse to stop synthesis instead, or choose an EBS-backed instance type.",
+        )
+        return False
+    if shadow is not None and has_local_instance_storage(shadow.instance_type):
+        Annotations.of(scope).add_warning_v2(
+            "kms-dropped-for-shadow-on-local-storage",
+            f"Model {deployment.name!r}: the shadow's {shadow.instance_type} has local NVMe instance storage, where SageMaker "
+            "rejects a KMS key on the endpoint config; the key is left out of the whole endpoint config (live variant "
+            "included) while serving.shadow is set. Choose an EBS-backed shadow instance type to keep it.",
         )
         return False
     return True

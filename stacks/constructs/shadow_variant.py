@@ -8,18 +8,16 @@ candidate must not roll back, or scale, the endpoint that serves; comparing it i
 from pathlib import Path
 from typing import Optional
 
-from aws_cdk import Annotations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from config import ModelDeployment
-from config.container import container_environment
-from config.serving_targets import has_local_instance_storage
 from config.shadow import SHADOW_VARIANT_NAME, shadow_deployment
 from model_artifacts.manifest import load_built_shadow_artifact
 from stacks.artifact_store_stack import ImportedArtifactStore
 from stacks.constructs.model_artifact_upload import ModelArtifactUpload
+from stacks.constructs.model_endpoint import sagemaker_model
 from stacks.constructs.serving_dashboard import VariantLabels
 from stacks.runtime_compatibility import warn_if_runtime_older
 
@@ -41,18 +39,8 @@ class ShadowVariant(Construct):
         super().__init__(scope, construct_id)
         self.deployment = shadow_deployment(deployment)  # named <name>.shadow, with the shadow's spec and target
         target, spec = self.deployment.target, deployment.spec.serving.shadow
-        self.model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=role.role_arn,
-            enable_network_isolation=target.network_isolation,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=target.image_uri,
-                model_data_url=model_data_url,
-                # Workers and threads for the shadow's own instance type, the live model's request limits.
-                environment=container_environment(self.deployment),
-            ),
-        )
+        # Workers and threads for the shadow's own instance type, the live model's request limits.
+        self.model = sagemaker_model(self, "Model", deployment=self.deployment, model_data_url=model_data_url, role=role)
         self.variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=SHADOW_VARIANT_NAME,
             model_name=self.model.attr_model_name,
@@ -88,19 +76,3 @@ def dashboard_labels(shadow: Optional[ShadowVariant], deployment: ModelDeploymen
 def shadow_production_variants(shadow: Optional[ShadowVariant]):
     """The EndpointConfig's ShadowProductionVariants: the shadow's variant, or None (the property left out)."""
     return None if shadow is None else [shadow.variant]
-
-
-def shadow_allows_a_kms_key(scope: Construct, deployment: ModelDeployment) -> bool:
-    """One KmsKeyId covers every variant of an EndpointConfig, and SageMaker refuses it on local NVMe instance
-    storage (config/serving_targets.py): a shadow on such an instance drops it for the live variant too, while the
-    shadow runs (serving.kms_on_local_storage: refuse stops at config load instead)."""
-    shadow = deployment.shadow
-    if shadow is None or not has_local_instance_storage(shadow.instance_type):
-        return True
-    Annotations.of(scope).add_warning_v2(
-        "kms-dropped-for-shadow-on-local-storage",
-        f"Model {deployment.name!r}: the shadow's {shadow.instance_type} has local NVMe instance storage, where SageMaker "
-        "rejects a KMS key on the endpoint config; the key is left out of the whole endpoint config (live variant "
-        "included) while serving.shadow is set. Choose an EBS-backed shadow instance type to keep it.",
-    )
-    return False
