@@ -104,6 +104,21 @@ def gpu_app(tmp_path_factory) -> SynthesizedApp:
     return SynthesizedApp(config, root / "artifacts", root / "out")
 
 
+@pytest.fixture(scope="session")
+def async_app(tmp_path_factory) -> SynthesizedApp:
+    """The classifier on the async profile, scaled to zero in dev and staging, capturing data in every environment
+    (prod does as shipped): the async infrastructure, its smoke test's grants and data capture beside its queue."""
+    def scale_to_zero_and_capture(env: dict) -> None:
+        env.setdefault("scaling", {}).update(min_instances=0)
+        env["data_capture"] = {"enabled": True}
+
+    root = tmp_path_factory.mktemp("async")
+    config = make_config(root / "config", lambda m: m["serving"].update(profile="async"),
+                         env_changes={"dev": scale_to_zero_and_capture, "staging": scale_to_zero_and_capture})
+    build_for(config, root / "artifacts")
+    return SynthesizedApp(config, root / "artifacts", root / "out")
+
+
 # Every serving runtime the classifier's configuration can select: case -> (runtime, the one-line edit).
 # serverless serves the cpu artifact (same recipe, same image) with another container setting.
 SERVING_CASES: Dict[str, tuple] = {

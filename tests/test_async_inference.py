@@ -1,7 +1,7 @@
 """serving.profile: async: the endpoint config, topics, grants, queue autoscaling, request size, and every refusal.
 
-One synthesized app (module fixture): the classifier on async in every environment, scaled to zero in dev and
-staging (scaling.min_instances: 0), kept at one instance in prod.
+One synthesized app (tests/conftest.py's async_app): the classifier on async in every environment, scaled to zero
+in dev and staging (scaling.min_instances: 0), kept at one instance in prod.
 """
 import json
 
@@ -9,7 +9,7 @@ import pytest
 
 from config import load_config
 from config.errors import ConfigError
-from tests.conftest import SynthesizedApp, build_for, make_config
+from tests.conftest import make_config
 
 MODEL = "image-classifier"
 MiB = 1024 * 1024
@@ -29,16 +29,6 @@ def _async(**profile):
 def _min_instances(value: int):
     return lambda env: env.setdefault("scaling", {}).update(min_instances=value)
 
-
-SCALED_TO_ZERO = {"dev": _min_instances(0), "staging": _min_instances(0)}
-
-
-@pytest.fixture(scope="module")
-def async_app(tmp_path_factory) -> SynthesizedApp:
-    root = tmp_path_factory.mktemp("async")
-    config = make_config(root / "config", _async(), env_changes=SCALED_TO_ZERO)
-    build_for(config, root / "artifacts")
-    return SynthesizedApp(config, root / "artifacts", root / "out")
 
 
 def _import(template: dict, env: str) -> dict:

@@ -442,16 +442,7 @@ def test_the_pipeline_step_calls_async_endpoints_as_such_and_waits_longer():
     assert mixed.timeout.to_minutes() == plain.timeout.to_minutes() + DEFAULT_WAIT_SECONDS / 60
 
 
-# The whole app with the classifier on the async profile: one synthesis (cdk-nag included: a finding fails it).
-
-@pytest.fixture(scope="module")
-def async_app(tmp_path_factory):
-    from tests.conftest import SynthesizedApp, build_for, make_config
-
-    root = tmp_path_factory.mktemp("async-client")
-    config = make_config(root / "config", lambda m: m["serving"].update(profile="async"))
-    build_for(config, root / "artifacts")
-    return SynthesizedApp(config, root / "artifacts", root / "out")
+# The whole app with the classifier on the async profile (tests/conftest.py: one synthesis, cdk-nag included).
 
 
 def test_the_endpoints_output_path_is_the_layout_the_smoke_test_reads(async_app):

@@ -176,22 +176,13 @@ def test_scale_to_zero_and_async_models_may_capture(tmp_path):
     assert queued.models[0].target.is_async and queued.data_capture is not None
 
 
-@pytest.fixture(scope="module")
-def capturing_async_app(tmp_path_factory):
-    root = tmp_path_factory.mktemp("capture-async")
-    config = make_config(root / "config", lambda m: m["serving"].update(profile="async"),
-                         env_changes={"dev": _capture(), "staging": _capture()})
-    build_for(config, root / "artifacts")
-    return SynthesizedApp(config, root / "artifacts", root / "out")
-
-
-def test_async_endpoint_captures_beside_its_queue_clean_under_cdk_nag_and_cfn_lint(capturing_async_app):
-    report = json.loads((capturing_async_app.outdir / "validation-report.json").read_text())
+def test_async_endpoint_captures_beside_its_queue_clean_under_cdk_nag_and_cfn_lint(async_app):
+    report = json.loads((async_app.outdir / "validation-report.json").read_text())
     assert all(p["violations"] == [] for p in report["pluginReports"])
-    assert stale_acknowledgements(capturing_async_app) == []
-    for path in capturing_async_app.template_files():
+    assert stale_acknowledgements(async_app) == []
+    for path in async_app.template_files():
         assert _cfn_lint(path) == [], path.name
     for env in ENVIRONMENTS:
-        config = _only(capturing_async_app.template(env, "Serving"), "AWS::SageMaker::EndpointConfig")["Properties"]
+        config = _only(async_app.template(env, "Serving"), "AWS::SageMaker::EndpointConfig")["Properties"]
         assert {"AsyncInferenceConfig", "DataCaptureConfig"} <= set(config)
         assert "/data-capture/image-classifier/" in json.dumps(config["DataCaptureConfig"]["DestinationS3Uri"])
