@@ -106,16 +106,16 @@ def _check_request_memory(deployment: ModelDeployment, where: str) -> None:
         return  # worker_plan already named the missing instance type, or both worker keys were set by hand
     size = deployment.spec.serving.limits.max_request_bytes
     memory_mib = instance["memory_gib"] * 1024
-    workers = worker_plan(deployment).workers
+    workers, bodies = worker_plan(deployment).workers, max_concurrent_invocations(deployment)
     per_worker = WORST_REQUEST_PEAK_MIB + BODY_COPIES_PER_WORKER * size / MiB
-    in_flight = max_concurrent_invocations(deployment) * size / MiB
+    in_flight = bodies * size / MiB
     heap = FRONTEND_HEAP_SHARE * memory_mib
     if per_worker > memory_mib / workers or in_flight > heap:
-        largest = _largest_body_that_fits(memory_mib, workers, max_concurrent_invocations(deployment))
+        largest = _largest_body_that_fits(memory_mib, workers, bodies)
         raise ConfigError(
             f"{where}: {LIMIT_KEY} = {size} is more than {deployment.target.instance_type} can hold: each of its {workers} "
             f"model-server workers would need about {per_worker:,.0f} MiB for the largest request (of "
-            f"{memory_mib / workers:,.0f} MiB each), and {max_concurrent_invocations(deployment)} bodies in flight about "
+            f"{memory_mib / workers:,.0f} MiB each), and {bodies} bodies in flight about "
             f"{in_flight:,.0f} MiB of the model server's {heap:,.0f} MiB Java heap ({DATA_FILE_NAME}; config/async_inference.py "
             f"says how this is estimated). Lower {LIMIT_KEY} to at most {largest}, or lower serving.workers / "
             "serving.async_inference.max_concurrent_invocations_per_instance, or choose an instance with more memory"

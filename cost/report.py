@@ -106,6 +106,11 @@ def _idle_fractions(path: Path, from_file, from_flags: Optional[Mapping[str, flo
     return {env: float(value) for env, value in fractions.items()}
 
 
+def option_name(profile: str, scales_to_zero: bool) -> str:
+    """A row's name: the profile, "<profile> to zero" for an endpoint that scales to zero instances."""
+    return f"{profile} to zero" if scales_to_zero else profile
+
+
 @dataclass(frozen=True)
 class Option:
     profile: str
@@ -127,8 +132,7 @@ class Option:
 
     @property
     def name(self) -> str:
-        """The row's name: the profile, "<profile> to zero" for an endpoint that scales to zero instances."""
-        return f"{self.profile} to zero" if self.scales_to_zero else self.profile
+        return option_name(self.profile, self.scales_to_zero)
 
     def resources(self, requests_per_second: float) -> str:
         if self.profile == "serverless":
@@ -188,7 +192,7 @@ class _Spec:
 
     @property
     def name(self) -> str:
-        return f"{self.profile} to zero" if self.scales_to_zero else self.profile
+        return option_name(self.profile, self.scales_to_zero)
 
 
 def _alternative(profile: str, deployment: ModelDeployment, region: str, table: PriceTable) -> _Spec:
@@ -247,14 +251,15 @@ def _priced(spec: _Spec, configured: bool, shared_name: bool, region: str, count
             notes.insert(0, f"no serverless price for {region}")
         count_or_none = None
     else:
-        hourly = estimate.hourly_cost(region, spec.instance_type, spec.accelerator_type, count, table)
-        monthly = estimate.monthly_cost(region, spec.instance_type, spec.accelerator_type, count, table)
+        if spec.scales_to_zero:  # billed for the active share of the month; $/hour averaged over the month
+            monthly = estimate.monthly_cost_when_active(region, spec.instance_type, spec.accelerator_type, count, idle, table)
+            hourly = None if monthly is None else monthly / estimate.HOURS_PER_MONTH
+            notes += [f"no instance while idle ({idle:.0%})", "cold start after idle not priced"]
+        else:
+            hourly = estimate.hourly_cost(region, spec.instance_type, spec.accelerator_type, count, table)
+            monthly = estimate.monthly_cost(region, spec.instance_type, spec.accelerator_type, count, table)
         per_million = estimate.cost_per_million(
             estimate.hourly_cost(region, spec.instance_type, spec.accelerator_type, 1, table), latency)
-        if spec.scales_to_zero:
-            monthly = estimate.monthly_cost_when_active(region, spec.instance_type, spec.accelerator_type, count, idle, table)
-            hourly = None if monthly is None else monthly / estimate.HOURS_PER_MONTH  # averaged over the month
-            notes += _to_zero_notes(spec.profile, idle)
         if spec.profile == "async" and monthly is not None:  # S3 and SNS requests: per inference, idle or not
             requests = estimate.async_requests_monthly(rate, assumptions.async_request_usd)
             monthly += requests
@@ -280,12 +285,6 @@ def _priced(spec: _Spec, configured: bool, shared_name: bool, region: str, count
     return Option(spec.profile, label, configured, spec.instance_type, spec.accelerator_type, count_or_none,
                   spec.memory_size_mb, latency, hourly, monthly, estimate.saving(baseline_monthly, monthly),
                   per_million, tuple(notes), spec.scales_to_zero, idle if spec.scales_to_zero else 0.0)
-
-
-def _to_zero_notes(profile: str, idle: float) -> List[str]:
-    """What the scale-to-zero price leaves out."""
-    notes = [f"no instance while idle ({idle:.0%})", "cold start after idle not priced"]
-    return notes
 
 
 # ---------------------------------------------------------------- rendering

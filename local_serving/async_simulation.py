@@ -26,7 +26,6 @@ from local_serving import client
 OUTPUT_FOLDER, FAILURE_FOLDER = "output", "failures"
 # InvokeEndpointAsync's InvocationTimeoutSeconds defaults to 900 s (botocore's sagemaker-runtime model, 1 to 3600).
 DEFAULT_TIMEOUT_SECONDS = 900.0
-MAX_TIMEOUT_SECONDS = 3600.0
 # SageMaker takes any printable InferenceId of 1 to 64 characters (botocore: InferenceId); here it names a file, so
 # only characters that are safe in a file name, and never a path.
 INFERENCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -15,13 +15,12 @@ prefixes by the s3:prefix condition (stacks/constructs/smoke_test_role.py).
 import math
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from smoke_test.check import (BUG_HINT, DEFAULT_PARALLEL, BadAnswer, Outcome,
-                              SmokeTestFailure, answer_summary, aws_call, check_answer, client_session,
-                              check_detection_answer, describe_in_service, example_payload, log_group, one_line)
+from smoke_test.check import (DEFAULT_PARALLEL, BadAnswer, Outcome, SmokeTestFailure, aws_call, check_all, check_answer,
+                              check_detection_answer, client_session, describe_in_service, example_payload, log_group,
+                              one_line, outcome_of)
 
 # An async endpoint scaled to zero first starts an instance (the backlog alarm, then the instance and the model:
 # minutes), so the default wait is SageMaker's own default InvocationTimeoutSeconds (900 s, botocore's
@@ -74,30 +73,16 @@ def check_async_endpoints(sagemaker, runtime, s3, endpoints: Sequence[Tuple[str,
                           log: Callable[[str], None] = print, parallel: int = DEFAULT_PARALLEL,
                           wait_seconds: float = DEFAULT_WAIT_SECONDS) -> List[Outcome]:
     """check.check_endpoints for async endpoints: the same lines ("[name] step", PASS/FAIL), `parallel` at a time."""
-    def check(endpoint: Tuple[str, bool]) -> Outcome:
-        name, detector = endpoint
-        outcome = check_async_endpoint(sagemaker, runtime, s3, name, detector, expected_classes, content_type,
-                                       log=lambda line: log(f"[{name}] {line}"), wait_seconds=wait_seconds)
-        log(f"{'PASS' if outcome.passed else 'FAIL'} {name}: {outcome.detail}")
-        return outcome
-
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(endpoints))), thread_name_prefix="smoke-async") as pool:
-        return list(pool.map(check, endpoints))
+    return check_all(endpoints, lambda name, detector, step_log: run_async_smoke_test(
+        sagemaker, runtime, s3, name, detector, expected_classes, content_type, step_log, wait_seconds), log, parallel)
 
 
 def check_async_endpoint(sagemaker, runtime, s3, endpoint_name: str, detector: bool = False,
                          expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print,
                          wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Outcome:
-    """run_async_smoke_test as an Outcome: never raises (like check.check_endpoint)."""
-    try:
-        answer = run_async_smoke_test(sagemaker, runtime, s3, endpoint_name, detector, expected_classes, content_type,
-                                      log, wait_seconds)
-    except SmokeTestFailure as failure:
-        return Outcome(endpoint_name, False, str(failure), failure.what)
-    except Exception as error:  # a bug here must still fail the pipeline with one readable line
-        what = f"unexpected {type(error).__name__}: {one_line(str(error))}"
-        return Outcome(endpoint_name, False, f"{what} ({BUG_HINT})", what)
-    return Outcome(endpoint_name, True, answer_summary(answer, detector))
+    """run_async_smoke_test as an Outcome (like check.check_endpoint)."""
+    return outcome_of(endpoint_name, detector, lambda: run_async_smoke_test(
+        sagemaker, runtime, s3, endpoint_name, detector, expected_classes, content_type, log, wait_seconds))
 
 
 def run_async_smoke_test(sagemaker, runtime, s3, endpoint_name: str, detector: bool = False,

@@ -96,14 +96,21 @@ def _assumed_role_session(sts, role_arn: str, region: Optional[str]) -> boto3.se
 def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], expected_classes: Optional[int] = None,
                     content_type: str = "image/jpeg", log: Callable[[str], None] = print,
                     parallel: int = DEFAULT_PARALLEL, wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> List[Outcome]:
-    """Check every (name, detector) endpoint, `parallel` at a time; one failing does not stop the others.
+    """Check every (name, detector) endpoint with run_smoke_test, as check_all runs them."""
+    return check_all(endpoints, lambda name, detector, step_log: run_smoke_test(
+        sagemaker, runtime, name, expected_classes, content_type, step_log, detector, wake_timeout=wake_timeout),
+        log, parallel)
+
+
+def check_all(endpoints: Sequence[Tuple[str, bool]], run: Callable[[str, bool, Callable[[str], None]], Answer],
+              log: Callable[[str], None], parallel: int) -> List[Outcome]:
+    """run(name, detector, log) every endpoint, `parallel` at a time; one failing does not stop the others.
 
     log must be thread-safe: it gets each endpoint's step lines prefixed "[name] ", then "PASS name: ..." or
     "FAIL name: ..." as each endpoint finishes. The outcomes come back in the order of `endpoints`."""
     def check(endpoint: Tuple[str, bool]) -> Outcome:
         name, detector = endpoint
-        outcome = check_endpoint(sagemaker, runtime, name, detector, expected_classes, content_type,
-                                 log=lambda line: log(f"[{name}] {line}"), wake_timeout=wake_timeout)
+        outcome = outcome_of(name, detector, lambda: run(name, detector, lambda line: log(f"[{name}] {line}")))
         log(f"{'PASS' if outcome.passed else 'FAIL'} {name}: {outcome.detail}")
         return outcome
 
@@ -111,19 +118,24 @@ def check_endpoints(sagemaker, runtime, endpoints: Sequence[Tuple[str, bool]], e
         return list(pool.map(check, endpoints))
 
 
-def check_endpoint(sagemaker, runtime, endpoint_name: str, detector: bool = False,
-                   expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print,
-                   wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> Outcome:
-    """run_smoke_test, with every failure, expected or not, as a failed Outcome: never raises."""
+def outcome_of(endpoint_name: str, detector: bool, run: Callable[[], Answer]) -> Outcome:
+    """run()'s checked answer, with every failure, expected or not, as a failed Outcome: never raises."""
     try:
-        answer = run_smoke_test(sagemaker, runtime, endpoint_name, expected_classes, content_type, log, detector,
-                                wake_timeout=wake_timeout)
+        answer = run()
     except SmokeTestFailure as failure:
         return Outcome(endpoint_name, False, str(failure), failure.what)
     except Exception as error:  # a bug here must still fail the pipeline with one readable line, not a traceback
         what = f"unexpected {type(error).__name__}: {one_line(str(error))}"
         return Outcome(endpoint_name, False, f"{what} ({BUG_HINT})", what)
     return Outcome(endpoint_name, True, answer_summary(answer, detector))
+
+
+def check_endpoint(sagemaker, runtime, endpoint_name: str, detector: bool = False,
+                   expected_classes: Optional[int] = None, content_type: str = "image/jpeg", log=print,
+                   wake_timeout: float = WAKE_TIMEOUT_SECONDS) -> Outcome:
+    """run_smoke_test as an Outcome."""
+    return outcome_of(endpoint_name, detector, lambda: run_smoke_test(
+        sagemaker, runtime, endpoint_name, expected_classes, content_type, log, detector, wake_timeout=wake_timeout))
 
 
 def summary(outcomes: Sequence[Outcome]) -> str:
@@ -163,10 +175,6 @@ def run_smoke_test(sagemaker, runtime, endpoint_name: str, expected_classes: Opt
 def answer_summary(answer: Answer, detector: bool = False) -> str:
     what = f"{answer.classes} detections" if detector else f"shape [1, {answer.classes}]"
     return f"{what}, top class {answer.top_class} ({answer.top_score:.4f})"
-
-
-def check_in_service(sagemaker, endpoint_name: str) -> str:
-    return describe_in_service(sagemaker, endpoint_name)["EndpointStatus"]
 
 
 def describe_in_service(sagemaker, endpoint_name: str) -> dict:

@@ -14,9 +14,9 @@ from botocore.stub import Stubber
 
 import smoke_test.async_check as async_check
 from smoke_test.__main__ import main
-from smoke_test.async_check import S3Location, async_layout, make_s3_client
-from tests.test_smoke_test import (CONTRACT, DETECTIONS, ENDPOINT, GOOD_ANSWER, JPEG, LOG_GROUP, REGION, ROLE_ARN,
-                                   assumed_role_response, failure_line, no_aws, stubbable_client)
+from smoke_test.async_check import S3Location, async_layout
+from tests.test_smoke_test import (CONTRACT, DETECTIONS, ENDPOINT, GOOD_ANSWER, JPEG, LOG_GROUP, REGION, failure_line,
+                                   no_aws, stubbable_client)
 
 assert no_aws  # the autouse fixture, imported so it applies here too: nothing can reach AWS
 
@@ -317,19 +317,6 @@ def test_an_output_path_outside_the_layout_is_refused(output_path):
 
     with pytest.raises(SmokeTestFailure, match=r"is not s3://<bucket>/async-inference/<model>/output/ \("):
         async_layout({"AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": output_path}}}, ENDPOINT)
-
-
-def test_the_s3_client_uses_the_assumed_roles_credentials():
-    sts = stubbable_client("sts")
-    with Stubber(sts) as stub:
-        stub.add_response("assume_role", assumed_role_response(),
-                          expected_params={"RoleArn": ROLE_ARN, "RoleSessionName": "smoke-test"})
-        s3 = make_s3_client(REGION, ROLE_ARN, timeout=7, sts_client=sts)
-        stub.assert_no_pending_responses()
-    assert s3.meta.service_model.service_name == "s3"
-    assert s3._request_signer._credentials.get_frozen_credentials()[:3] == (
-        "ASIATEMPORARYKEY", "temporary-secret", "temporary-token")
-    assert (s3.meta.region_name, s3.meta.config.read_timeout) == (REGION, 7)
 
 
 def test_progress_lines_stay_attributable(endpoint, capsys):

@@ -144,12 +144,17 @@ def capturing_cpu_app(tmp_path_factory):
     return SynthesizedApp(config, root / "artifacts", root / "out")
 
 
-def test_every_environment_captures_clean_under_cdk_nag_and_cfn_lint(capturing_cpu_app):
-    report = json.loads((capturing_cpu_app.outdir / "validation-report.json").read_text())
+def _assert_clean(app) -> None:
+    """cdk-nag found nothing unacknowledged, no acknowledgement is stale, cfn-lint finds nothing."""
+    report = json.loads((app.outdir / "validation-report.json").read_text())
     assert all(p["violations"] == [] for p in report["pluginReports"])
-    assert stale_acknowledgements(capturing_cpu_app) == []
-    for path in capturing_cpu_app.template_files():
+    assert stale_acknowledgements(app) == []
+    for path in app.template_files():
         assert _cfn_lint(path) == [], path.name
+
+
+def test_every_environment_captures_clean_under_cdk_nag_and_cfn_lint(capturing_cpu_app):
+    _assert_clean(capturing_cpu_app)
     for env in ENVIRONMENTS:
         config = _only(capturing_cpu_app.template(env, "Serving"), "AWS::SageMaker::EndpointConfig")["Properties"]
         assert config["DataCaptureConfig"]["EnableCapture"] is True and "KmsKeyId" in config  # volume key kept too
@@ -177,11 +182,7 @@ def test_scale_to_zero_and_async_models_may_capture(tmp_path):
 
 
 def test_async_endpoint_captures_beside_its_queue_clean_under_cdk_nag_and_cfn_lint(async_app):
-    report = json.loads((async_app.outdir / "validation-report.json").read_text())
-    assert all(p["violations"] == [] for p in report["pluginReports"])
-    assert stale_acknowledgements(async_app) == []
-    for path in async_app.template_files():
-        assert _cfn_lint(path) == [], path.name
+    _assert_clean(async_app)
     for env in ENVIRONMENTS:
         config = _only(async_app.template(env, "Serving"), "AWS::SageMaker::EndpointConfig")["Properties"]
         assert {"AsyncInferenceConfig", "DataCaptureConfig"} <= set(config)

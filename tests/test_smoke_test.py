@@ -298,16 +298,24 @@ def assumed_role_response():
             "AssumedRoleUser": {"AssumedRoleId": "AROAEXAMPLE:smoke-test", "Arn": f"{ROLE_ARN}/smoke-test"}}
 
 
-def test_with_a_role_the_endpoint_clients_use_its_temporary_credentials():
+def _s3_client(*args, **kwargs):
+    from smoke_test.async_check import make_s3_client
+
+    return [make_s3_client(*args, **kwargs)]
+
+
+# The endpoint clients, and the S3 client of the async check (smoke_test/async_check.py): one session each.
+@pytest.mark.parametrize("make, services", [(make_clients, ["sagemaker", "sagemaker-runtime"]), (_s3_client, ["s3"])])
+def test_with_a_role_the_clients_use_its_temporary_credentials(make, services):
     sts = stubbable_client("sts")
     with Stubber(sts) as stub:
         stub.add_response("assume_role", assumed_role_response(),
                           expected_params={"RoleArn": ROLE_ARN, "RoleSessionName": "smoke-test"})
 
-        clients = make_clients(REGION, ROLE_ARN, timeout=7, sts_client=sts)
+        clients = make(REGION, ROLE_ARN, timeout=7, sts_client=sts)
 
         stub.assert_no_pending_responses()
-    assert [client.meta.service_model.service_name for client in clients] == ["sagemaker", "sagemaker-runtime"]
+    assert [client.meta.service_model.service_name for client in clients] == services
     for client in clients:
         credentials = client._request_signer._credentials.get_frozen_credentials()
         assert credentials[:3] == ("ASIATEMPORARYKEY", "temporary-secret", "temporary-token")

@@ -14,6 +14,17 @@ NONCURRENT_VERSION_DAYS = 90
 ACCESS_LOG_DAYS = 365
 
 
+# What the serving features write under the bucket (data capture, async requests and answers) expires; the bucket is
+# versioned, so an expired object becomes a noncurrent version, deleted this long after.
+NONCURRENT_EXPIRED_DAYS = 1
+
+
+def prefix_expiry_rule(rule_id: str, prefix: str, days: int) -> s3.LifecycleRule:
+    """A rule deleting the objects under `prefix` `days` after they are written, and their old versions a day later."""
+    return s3.LifecycleRule(id=rule_id, prefix=prefix, expiration=Duration.days(days),
+                            noncurrent_version_expiration=Duration.days(NONCURRENT_EXPIRED_DAYS))
+
+
 class ArtifactBucket(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, retain: bool,
                  extra_lifecycle_rules: Sequence[s3.LifecycleRule] = ()) -> None:

@@ -5,7 +5,7 @@ The S3 layout is config/async_inference.py's (the smoke test and `make serve` us
 """
 from typing import List, Sequence
 
-from aws_cdk import Acknowledgment, CfnOutput, Duration, Validations
+from aws_cdk import Acknowledgment, CfnOutput, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
@@ -15,18 +15,15 @@ from constructs import Construct
 from config import ModelDeployment
 from config.async_inference import ASYNC_PREFIX, async_prefixes, max_concurrent_invocations
 from stacks.artifact_store_stack import ImportedArtifactStore
+from stacks.constructs.artifact_bucket import prefix_expiry_rule
 
 
 def expiration_rules(models: Sequence[ModelDeployment]) -> List[s3.LifecycleRule]:
     """The artifact bucket's rules deleting each async model's requests, answers and failures after
     serving.async_inference.expire_after_days (and their noncurrent versions, the bucket being versioned, a day later)."""
     return [
-        s3.LifecycleRule(
-            id=f"ExpireAsyncInference-{model.name}",
-            prefix=f"{ASYNC_PREFIX}/{model.name}/",
-            expiration=Duration.days(model.spec.serving.async_inference.expire_after_days),
-            noncurrent_version_expiration=Duration.days(1),
-        )
+        prefix_expiry_rule(f"ExpireAsyncInference-{model.name}", f"{ASYNC_PREFIX}/{model.name}/",
+                           model.spec.serving.async_inference.expire_after_days)
         for model in models
         if model.target.is_async
     ]

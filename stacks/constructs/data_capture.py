@@ -3,9 +3,9 @@
 The environment switches it (`data_capture:` in config/environments/<env>.yaml, checked by config/data_capture.py);
 the artifact store's lifecycle rule (`expiration_rules`) deletes what was captured after expire_after_days.
 """
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
-from aws_cdk import Acknowledgment, Annotations, Duration, Validations
+from aws_cdk import Acknowledgment, Annotations, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
@@ -14,14 +14,11 @@ from constructs import Construct
 from config import ModelDeployment
 from config.data_capture import capture_modes
 from config.schema import DataCaptureSpec
-
-if TYPE_CHECKING:  # the artifact store stack imports this module for its lifecycle rule
-    from stacks.artifact_store_stack import ImportedArtifactStore
+from stacks.artifact_store_stack import ImportedArtifactStore
+from stacks.constructs.artifact_bucket import prefix_expiry_rule
 
 DATA_CAPTURE_PREFIX = "data-capture/"
 EXPIRATION_RULE_ID = "ExpireDataCapture"
-# The bucket is versioned: an expired capture becomes a noncurrent version, deleted this long after.
-NONCURRENT_CAPTURE_DAYS = 1
 
 
 def capture_prefix(model_name: str) -> str:
@@ -33,15 +30,10 @@ def expiration_rules(spec: Optional[DataCaptureSpec]) -> List[s3.LifecycleRule]:
     """The artifact bucket's rule deleting captured data after expire_after_days; none when capture is off."""
     if spec is None:
         return []
-    return [s3.LifecycleRule(
-        id=EXPIRATION_RULE_ID,
-        prefix=DATA_CAPTURE_PREFIX,
-        expiration=Duration.days(spec.expire_after_days),
-        noncurrent_version_expiration=Duration.days(NONCURRENT_CAPTURE_DAYS),
-    )]
+    return [prefix_expiry_rule(EXPIRATION_RULE_ID, DATA_CAPTURE_PREFIX, spec.expire_after_days)]
 
 
-def data_capture_of(scope: Construct, deployment: ModelDeployment, *, store: "ImportedArtifactStore", role: iam.IRole,
+def data_capture_of(scope: Construct, deployment: ModelDeployment, *, store: ImportedArtifactStore, role: iam.IRole,
                     config_file: str) -> Optional["DataCapture"]:
     """The environment's data capture for this model, or None: off, or a serverless endpoint, which SageMaker does
     not capture (Serverless Inference, Feature exclusions): synthesis says so rather than dropping it silently."""
@@ -61,7 +53,7 @@ def data_capture_of(scope: Construct, deployment: ModelDeployment, *, store: "Im
 class DataCapture(Construct):
     """The EndpointConfig's DataCaptureConfig and the execution role's right to write it."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, deployment: ModelDeployment, store: "ImportedArtifactStore",
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: ModelDeployment, store: ImportedArtifactStore,
                  role: iam.IRole) -> None:
         super().__init__(scope, construct_id)
         spec = deployment.data_capture

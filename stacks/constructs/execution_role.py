@@ -62,20 +62,13 @@ class ModelExecutionRole(Construct):
 
         # Scoped grants (the role's default policy): enough to serve without the managed policy.
         store.bucket.grant_read(self.role, f"{artifact_prefix}*")  # s3 reads under the prefix + kms:Decrypt on the key
-        registry, repository = image_registry_and_repository(deployment.target.image_uri)
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[stack.format_arn(service="ecr", account=registry, resource="repository", resource_name=repository)],
-            )
-        )
-        if deployment.shadow is not None:  # serving.shadow's Model runs its own profile's image (config/shadow.py)
-            shadow_registry, shadow_repository = image_registry_and_repository(deployment.shadow.image_uri)
+        # The live Model's image, and serving.shadow's, which runs its own profile's image (config/shadow.py).
+        for target in (deployment.target, *([deployment.shadow] if deployment.shadow is not None else [])):
+            registry, repository = image_registry_and_repository(target.image_uri)
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                    resources=[stack.format_arn(service="ecr", account=shadow_registry, resource="repository",
-                                                resource_name=shadow_repository)],
+                    resources=[stack.format_arn(service="ecr", account=registry, resource="repository", resource_name=repository)],
                 )
             )
         log_group = stack.format_arn(
